@@ -1,0 +1,45 @@
+# personalive developer targets. `make install` builds .venv; every other target uses it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch for this machine: a CPU build where no NVIDIA driver is visible (no multi-GB CUDA download),
+# the default (CUDA) build otherwise. Override with `make install TORCH_SPEC=...`.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+ifeq ($(HAS_GPU),1)
+TORCH_SPEC ?= torch>=2.4
+TORCH_INDEX ?=
+else
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?= --extra-index-url https://download.pytorch.org/whl/cpu
+endif
+EXTRAS ?= dev
+
+.PHONY: install test lint format demo bench clean
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/personalive --version
+
+test:
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff format --check personalive tests
+	$(BIN)/ruff check personalive tests
+
+format:
+	$(BIN)/ruff format personalive tests
+	$(BIN)/ruff check --fix personalive tests
+
+demo:
+	bash examples/demo.sh
+
+bench:
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache outputs .cache/demo-weights
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

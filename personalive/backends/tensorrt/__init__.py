@@ -1,0 +1,1 @@
+"""TensorRT backend: ONNX export, engine build, runtime, verification. TensorRT is imported lazily."""

@@ -1,0 +1,92 @@
+"""What this machine has: package versions, CUDA devices, optional backends. Also device/dtype resolution."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+
+from personalive._optional import is_available
+from personalive.errors import DeviceError
+
+_PACKAGES = ("torch", "diffusers", "transformers", "av", "onnx", "onnxruntime", "tensorrt", "numpy")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        module = importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - absent or broken: report as missing
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    from personalive import __version__
+
+    out["personalive"] = __version__
+    for name in _PACKAGES:
+        out[name] = package_version(name)
+    return out
+
+
+def cuda_devices() -> list[dict]:
+    import torch
+
+    devices = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            devices.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "compute_capability": f"{props.major}.{props.minor}",
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                }
+            )
+    return devices
+
+
+def describe() -> list[str]:
+    lines = [f"{name:<13}{version or 'not installed'}" for name, version in versions().items()]
+    devices = cuda_devices()
+    if devices:
+        for d in devices:
+            cc, mem = d["compute_capability"], d["memory_gib"]
+            lines.append(f"cuda:{d['index']:<8}{d['name']} (compute capability {cc}, {mem} GiB)")
+    else:
+        lines.append("cuda         no CUDA device visible")
+    lines.append(f"tensorrt     {'imports' if is_available('tensorrt') else 'does not import'}")
+    lines.append(f"onnxruntime  {'imports' if is_available('onnxruntime') else 'does not import'}")
+    return lines
+
+
+def resolve_device(name: str | None):
+    """'auto'/None -> cuda:0 when available, else cpu; a CUDA device without a GPU is a clear error."""
+    import torch
+
+    if name in (None, "", "auto"):
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceError(f"--device {name!r}: not a device name (use cuda, cuda:N or cpu)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: no CUDA GPU is visible on this machine (use --device cpu)")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return torch.device("cuda", index)
+    if device.type != "cpu":
+        raise DeviceError(f"--device {name}: unsupported device type {device.type!r} (use cuda, cuda:N or cpu)")
+    return device
+
+
+def torch_dtype(name: str):
+    import torch
+
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if name not in table:
+        raise DeviceError(f"dtype {name!r}: expected one of fp16, bf16, fp32")
+    return table[name]

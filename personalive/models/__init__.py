@@ -1,0 +1,1 @@
+"""The PersonaLive networks, one per file, checkpoint-compatible with the official release."""

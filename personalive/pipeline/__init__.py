@@ -1,0 +1,1 @@
+"""Streaming generation: reference fusion, conditioning, scheduler, window loop, keyframes."""

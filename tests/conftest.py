@@ -1,0 +1,39 @@
+"""Shared fixtures and markers: gpu / tensorrt / slow / oracle tests skip with a reason."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ORACLE_TINY = ROOT / ".oracle" / "out" / "oracle-tiny"
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = _cuda()
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none visible"))
+        if "tensorrt" in item.keywords and not (has_trt and has_cuda):
+            item.add_marker(pytest.mark.skip(reason="needs the tensorrt package and a CUDA GPU"))
+        if "oracle" in item.keywords and not ORACLE_TINY.is_dir():
+            item.add_marker(
+                pytest.mark.skip(reason="no upstream oracle bundle (.oracle/out/oracle-tiny): see ../shared/oracle")
+            )
+
+
+@pytest.fixture
+def oracle_dir() -> Path:
+    return ORACLE_TINY
