@@ -36,6 +36,12 @@ class WeightsError(PersonaLiveError):
     exit_code = 2
 
 
+class DownloadError(WeightsError):
+    """Weights cannot be fetched from the Hugging Face Hub (offline and not cached, no access, missing file)."""
+
+    exit_code = 1
+
+
 class DeviceError(PersonaLiveError):
     """The requested device or dtype is not available on this machine."""
 
