@@ -106,6 +106,49 @@ def _run(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
+class _RichProgress:
+    """A rich progress bar for one job at a time: frames, fps and ETA (the `jobs.Progress` protocol)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]:.2f} fps"),
+            TimeRemainingColumn(),
+        )
+        self._factory = Progress
+        self._bar = None
+
+    def start(self, description: str, total: int | None) -> None:
+        import time
+
+        self._bar = self._factory(*self._columns, console=err_console, transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, fps=0.0)
+        self._t0 = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        import time
+
+        elapsed = time.perf_counter() - self._t0
+        self._bar.update(self._task, completed=done, fps=done / elapsed if elapsed > 0 else 0.0)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _progress_bar() -> _RichProgress | None:
+    """A bar when stderr is a terminal and not --quiet; else None (jobs then log a line every N frames)."""
+    if state.quiet or not err_console.is_terminal:
+        return None
+    return _RichProgress()
+
+
 def _not_implemented(name: str) -> None:
     err_console.print(f"[bold red]error:[/] `personalive {name}` is not implemented yet")
     raise typer.Exit(1)
@@ -151,6 +194,7 @@ def animate(
         overwrite=overwrite,
         report=report,
         quiet=state.quiet,
+        progress=_progress_bar(),
     )
 
 
@@ -191,6 +235,7 @@ def batch(
         audio=audio,
         overwrite=overwrite,
         quiet=state.quiet,
+        progress=_progress_bar(),
     )
 
 

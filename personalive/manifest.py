@@ -1,0 +1,109 @@
+"""Batch manifests: YAML (``jobs: [{ref, drive, out, set}]``) or CSV (``ref,drive,out``).
+
+Relative paths are relative to the manifest's directory. ``out`` may be omitted: the output is then
+``<ref-stem>_<drive-stem>.mp4`` beside the manifest. ``set`` (YAML only) is a mapping of config keys
+(``{generation.seed: 7}`` or nested ``{generation: {seed: 7}}``) or a list of ``key=value`` strings.
+A CSV may start with a header row naming its columns (``ref,drive,out``, any order); without one the columns
+are ref, drive, out in that order.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from personalive.config import parse_override
+from personalive.errors import InputError
+from personalive.jobs import Job, default_output_name
+
+COLUMNS = ("ref", "drive", "out")
+
+
+def read_manifest(path: Path) -> list[Job]:
+    """Parse a manifest into jobs (index = position in the manifest, 0-based)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: manifest not found")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: manifest is not readable text ({exc})") from exc
+    rows = _read_csv(path, text) if path.suffix.lower() == ".csv" else _read_yaml(path, text)
+    if not rows:
+        raise InputError(f"{path}: manifest has no jobs")
+    return [_job(path, i, row) for i, row in enumerate(rows)]
+
+
+def _read_yaml(path: Path, text: str) -> list[dict]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: manifest is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    jobs = data.get("jobs") if isinstance(data, dict) else data
+    if not isinstance(jobs, list):
+        raise InputError(f"{path}: expected `jobs:` followed by a list of {{ref, drive, out, set}} entries")
+    for i, job in enumerate(jobs):
+        if not isinstance(job, dict):
+            raise InputError(f"{path}: job {i} is not a mapping with ref, drive, out")
+        unknown = set(job) - {*COLUMNS, "set"}
+        if unknown:
+            raise InputError(f"{path}: job {i} has unknown keys {sorted(unknown)} (expected ref, drive, out, set)")
+    return jobs
+
+
+def _read_csv(path: Path, text: str) -> list[dict]:
+    rows = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
+    if not rows:
+        return []
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "ref" in header and "drive" in header:
+        unknown = set(header) - set(COLUMNS)
+        if unknown:
+            raise InputError(f"{path}: unknown CSV columns {sorted(unknown)} (expected ref, drive, out)")
+        names, rows = header, rows[1:]
+    else:
+        names = list(COLUMNS)
+    out = []
+    for line, row in enumerate(rows, start=2 if names is header else 1):
+        if len(row) > len(names) or len(row) < 2:
+            raise InputError(f"{path}: CSV row {line} has {len(row)} columns (expected ref,drive[,out])")
+        out.append({name: cell.strip() for name, cell in zip(names, row) if cell.strip()})
+    return out
+
+
+def _job(manifest: Path, index: int, row: dict) -> Job:
+    base = manifest.parent
+    for key in ("ref", "drive"):
+        if not row.get(key):
+            raise InputError(f"{manifest}: job {index} has no {key!r}")
+
+    def resolve(value: Any) -> Path:
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else base / p
+
+    ref, drive = resolve(row["ref"]), resolve(row["drive"])
+    out = resolve(row["out"]) if row.get("out") else base / default_output_name(ref, drive)
+    return Job(ref=ref, drive=drive, out=out, overrides=_overrides(manifest, index, row.get("set")), index=index)
+
+
+def _overrides(manifest: Path, index: int, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        return dict(parse_override(str(item)) for item in value)
+    if isinstance(value, dict):
+        return _flatten(value)
+    raise InputError(f"{manifest}: job {index}: `set` must be a mapping of config keys or a list of key=value")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
