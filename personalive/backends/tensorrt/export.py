@@ -1,0 +1,235 @@
+"""Export of the window step (or any module with named tensor I/O) to ONNX, the interface to TensorRT.
+
+The exporter is torch's TorchScript-based one (``dynamo=False``): it traces the module once, keeps our input and
+output names verbatim and marks only the axes named in ``dynamic_axes`` as symbolic. The window step is a fixed
+graph (fixed timesteps, window and resolution) whose only data-dependent size is the reference-feature token
+axis, which the trace handles as a symbolic dimension. Graphs over ``EXTERNAL_DATA_BYTES`` (any full-size step)
+are written with their weights in one external file ``<name>.onnx.data`` beside the graph, as protobuf cannot
+hold more than 2 GB, and are checked with ``onnx.checker`` through the path form that reads external data.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from personalive.backends.base import OUTPUT_NAMES, STATE_INPUT_NAMES
+from personalive.backends.tensorrt.sidecar import Sidecar, TensorSpec
+from personalive.errors import PersonaLiveError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 17  # LayerNormalization is native from 17; TensorRT 10's parser supports it
+EXTERNAL_DATA_BYTES = 1 << 30  # above this many bytes of weights the graph keeps them in an external file
+
+DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+class ExportError(PersonaLiveError):
+    """The ONNX export or its check failed."""
+
+
+def torch_dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    path: str | Path,
+    *,
+    output_names: list[str] | tuple[str, ...],
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    opset: int = ONNX_OPSET,
+    external_data: bool | None = None,
+) -> Path:
+    """Export ``module(*inputs.values())`` to ``path`` with the dict's keys as input names; return ``path``.
+
+    ``external_data``: None decides by size (see ``EXTERNAL_DATA_BYTES``). The graph's input and output names
+    are checked against the requested ones (an input the module does not use would vanish from the graph).
+    """
+    import onnx
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    input_names = list(inputs)
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    weight_bytes += sum(b.numel() * b.element_size() for b in module.buffers())
+    if external_data is None:
+        external_data = weight_bytes > EXTERNAL_DATA_BYTES
+    log.info("exporting ONNX graph to %s (%.1f MB of weights, opset %d)", path, weight_bytes / 1e6, opset)
+
+    # torch writes one file per tensor next to a graph over 2 GB: export into a scratch folder, then re-save
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        raw = Path(scratch) / path.name
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                module.eval(),
+                tuple(inputs.values()),
+                str(raw),
+                input_names=input_names,
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes or {},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        _remove_artifact(path)
+        if external_data:
+            model = onnx.load(str(raw), load_external_data=True)
+            onnx.save_model(
+                model,
+                str(path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=path.name + ".data",
+                size_threshold=1024,
+            )
+            del model
+        else:
+            shutil.move(str(raw), path)
+    check_onnx(path, input_names, list(output_names))
+    return path
+
+
+def _remove_artifact(path: Path) -> None:
+    for stale in (path, path.with_name(path.name + ".data")):
+        stale.unlink(missing_ok=True)
+
+
+def check_onnx(path: str | Path, input_names: list[str], output_names: list[str]) -> None:
+    """``onnx.checker`` by path (works past 2 GB) plus an exact check of the graph's I/O names and order."""
+    import onnx
+
+    path = Path(path)
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{path}: onnx.checker rejected the exported graph: {str(exc).splitlines()[0]}") from exc
+    graph = onnx.load(str(path), load_external_data=False).graph
+    found_in = [value.name for value in graph.input]
+    found_out = [value.name for value in graph.output]
+    if found_in != input_names or found_out != output_names:
+        raise ExportError(
+            f"{path}: graph I/O names differ from the contract: inputs {found_in} (expected {input_names}), "
+            f"outputs {found_out} (expected {output_names}); an input the step does not use is dropped by the "
+            "exporter"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- the window step
+
+
+def reference_names(inputs: dict[str, torch.Tensor]) -> list[str]:
+    """The reference-feature input names, in the order of the step's inputs (after the state inputs)."""
+    return [name for name in inputs if name not in STATE_INPUT_NAMES]
+
+
+def token_dynamic_axes(ref_names: list[str]) -> dict[str, dict[int, str]]:
+    """Only the token axis (1) of every reference feature is dynamic; each gets its own symbol."""
+    return {name: {1: f"{name}_tokens"} for name in ref_names}
+
+
+def token_profile(base_shape: list[int], max_keyframes: int) -> dict[str, list[int]]:
+    """(B, L, C) -> min 1x, opt 2x (1x when no keyframes), max (1 + K)x of the base tokens L."""
+    b, tokens, channels = base_shape
+    opt = 2 if max_keyframes >= 1 else 1
+    return {
+        "min": [b, tokens, channels],
+        "opt": [b, tokens * opt, channels],
+        "max": [b, tokens * (1 + max_keyframes), channels],
+    }
+
+
+def window_step_io(
+    inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], max_keyframes: int
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Tensor specs of the step from inputs drawn with 0 keyframes and the outputs they give."""
+    ref = set(reference_names(inputs))
+    specs_in = []
+    for name, tensor in inputs.items():
+        shape = list(tensor.shape)
+        if name in ref:
+            specs_in.append(
+                TensorSpec(
+                    name, torch_dtype_name(tensor.dtype), [shape[0], -1, shape[2]], token_profile(shape, max_keyframes)
+                )
+            )
+        else:
+            specs_in.append(TensorSpec(name, torch_dtype_name(tensor.dtype), shape))
+    specs_out = [TensorSpec(name, torch_dtype_name(t.dtype), list(t.shape)) for name, t in outputs.items()]
+    return specs_in, specs_out
+
+
+def window_step_module(models, config) -> torch.nn.Module:
+    """The PyTorch window step whose graph is exported (and the reference of verify-engine)."""
+    from personalive.pipeline.window import WindowStepModule
+
+    return WindowStepModule(models, config)
+
+
+def export_window_step(
+    models,
+    config,
+    path: str | Path,
+    *,
+    precision: str,
+    max_keyframes: int,
+    device: torch.device,
+    build_command: str,
+    external_data: bool | None = None,
+    seed: int = 0,
+) -> Sidecar:
+    """Export the window step for ``config`` (resolution, window, steps, scheduler) to ``path``; return its sidecar.
+
+    ``models`` must already be in ``precision`` on ``device``. The trace runs on inputs with one history keyframe
+    (reference features twice the base length), so a size baked into the graph by mistake shows up at 1x.
+    """
+    import torch
+
+    from personalive import __version__
+    from personalive.backends.tensorrt.sidecar import config_subset
+    from personalive.environment import torch_dtype
+    from personalive.pipeline.window import example_window_inputs
+
+    dtype = torch_dtype(precision)
+    module = window_step_module(models, config).to(device=device, dtype=dtype).eval()
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    base = example_window_inputs(models, config, device, dtype, num_keyframes=0, generator=generator)
+    trace = example_window_inputs(
+        models, config, device, dtype, num_keyframes=min(1, max_keyframes), generator=generator
+    )
+    with torch.no_grad():
+        outputs = dict(zip(OUTPUT_NAMES, module(*base.values()), strict=True))
+    specs_in, specs_out = window_step_io(base, outputs, max_keyframes)
+    export_onnx(
+        module,
+        trace,
+        path,
+        output_names=OUTPUT_NAMES,
+        dynamic_axes=token_dynamic_axes(reference_names(base)),
+        external_data=external_data,
+    )
+    return Sidecar(
+        kind="onnx",
+        precision=precision,
+        weights_hash=models.weights_hash,
+        config=config_subset(config),
+        max_keyframes=max_keyframes,
+        inputs=specs_in,
+        outputs=specs_out,
+        personalive_version=__version__,
+        build_command=build_command,
+        onnx_opset=ONNX_OPSET,
+    )
