@@ -6,6 +6,7 @@
 # That checks the whole installation end to end in well under two minutes, but the picture is meaningless.
 #
 # Environment: PERSONALIVE (the command, default .venv/bin/personalive), DEMO_OUT (default outputs/demo.mp4),
+# DEMO_WEIGHTS (where the random weights are cached, default .cache/demo-weights),
 # DEMO_ARGS (extra arguments for `personalive animate`, e.g. "--device cuda --dtype fp16").
 set -euo pipefail
 
@@ -31,7 +32,7 @@ if [[ -n "${PERSONALIVE_WEIGHTS:-}" ]]; then
     exit 0
 fi
 
-weights=".cache/demo-weights"
+weights="${DEMO_WEIGHTS:-.cache/demo-weights}"
 # Written once; the marker file says init-random finished, so an interrupted write is redone.
 if [[ ! -f "$weights/.demo-complete" ]]; then
     say "demo: writing tiny random weights into $weights (once)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -71,3 +73,61 @@ def test_demo_script_is_bash():
     assert text.startswith("#!/usr/bin/env bash")
     assert "set -euo pipefail" in text
     assert (EXAMPLES / "demo.sh").stat().st_mode & stat.S_IXUSR
+
+
+# ------------------------------------------------------------------------------------------------ demo.sh
+# demo.sh run against a stand-in `personalive` that records its arguments (the real run is `make demo`).
+STUB = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$STUB_LOG"
+if [[ "$1 $2" == "weights init-random" ]]; then mkdir -p "$3"; fi
+"""
+
+
+def _run_demo(tmp_path, **env_extra):
+    stub = tmp_path / "personalive"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PERSONALIVE_WEIGHTS", "DEMO_ARGS")}
+    env.update(PERSONALIVE=str(stub), STUB_LOG=str(tmp_path / "calls.log"), DEMO_OUT=str(tmp_path / "demo.mp4"))
+    env.update(env_extra)
+    result = subprocess.run(["bash", str(EXAMPLES / "demo.sh")], env=env, capture_output=True, text=True, timeout=60)
+    calls = (tmp_path / "calls.log").read_text().splitlines() if (tmp_path / "calls.log").exists() else []
+    return result, calls
+
+
+def test_demo_with_random_weights_inits_once_and_warns(tmp_path):
+    weights = tmp_path / "demo-weights"
+    result, calls = _run_demo(tmp_path, DEMO_WEIGHTS=str(weights))
+    assert result.returncode == 0, result.stderr
+    assert calls[0] == f"weights init-random {weights} --size tiny --seed 0"
+    animate = calls[1]
+    assert animate.startswith("animate --ref examples/reference.png --drive examples/driving.mp4")
+    for arg in (f"--weights {weights}", f"-o {tmp_path / 'demo.mp4'}", "--device cpu", "--dtype fp32", "--overwrite"):
+        assert arg in animate
+    assert "generation.height=128" in animate and "generation.width=128" in animate
+    assert "meaningless" in result.stderr and "personalive weights download" in result.stderr
+    assert "PERSONALIVE_WEIGHTS" in result.stderr
+    assert result.stdout == ""  # everything the demo says goes to stderr
+
+    (tmp_path / "calls.log").unlink()
+    _, calls = _run_demo(tmp_path, DEMO_WEIGHTS=str(weights))
+    assert [c.split()[0] for c in calls] == ["animate"]  # cached: no second init-random
+
+
+def test_demo_redoes_an_interrupted_init(tmp_path):
+    weights = tmp_path / "demo-weights"
+    weights.mkdir()  # a folder without the completion marker
+    (weights / "half-written.pth").write_bytes(b"x")
+    result, calls = _run_demo(tmp_path, DEMO_WEIGHTS=str(weights))
+    assert result.returncode == 0, result.stderr
+    assert calls[0].startswith("weights init-random")
+    assert not (weights / "half-written.pth").exists()
+
+
+def test_demo_with_real_weights_uses_them_at_full_size(tmp_path):
+    result, calls = _run_demo(tmp_path, PERSONALIVE_WEIGHTS=str(tmp_path / "real"))
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 1
+    assert f"--weights {tmp_path / 'real'}" in calls[0]
+    assert "generation.height" not in calls[0] and "--device cpu" not in calls[0]
+    assert "meaningless" not in result.stderr
