@@ -204,6 +204,7 @@ def verify_engine_command(
         tolerance=tol,
         seed=cfg.generation.seed,
         input_dtype=torch_dtype(meta.precision),
+        generator_device=dev,
     )
     log.info("%s vs the fp32 PyTorch step, %d draws with %s keyframes", path, draws, result.keyframes)
     for line in result.lines():

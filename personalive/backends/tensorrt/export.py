@@ -174,9 +174,9 @@ def window_step_io(
 
 def window_step_module(models, config) -> torch.nn.Module:
     """The PyTorch window step whose graph is exported (and the reference of verify-engine)."""
-    from personalive.pipeline.window import WindowStepModule
+    from personalive.pipeline.window import build_window_module
 
-    return WindowStepModule(models, config)
+    return build_window_module(models, config)
 
 
 def export_window_step(
@@ -205,7 +205,7 @@ def export_window_step(
 
     dtype = torch_dtype(precision)
     module = window_step_module(models, config).to(device=device, dtype=dtype).eval()
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     base = example_window_inputs(models, config, device, dtype, num_keyframes=0, generator=generator)
     trace = example_window_inputs(
         models, config, device, dtype, num_keyframes=min(1, max_keyframes), generator=generator

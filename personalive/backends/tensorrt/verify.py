@@ -123,17 +123,19 @@ def compare_runs(
     tolerance: float,
     seed: int = 0,
     input_dtype: torch.dtype | None = None,
+    generator_device: torch.device | str = "cpu",
 ) -> VerificationResult:
     """Run ``run`` and ``reference`` on ``draws`` random input sets and compare every output.
 
     ``make_inputs(num_keyframes, generator)`` draws fp32 inputs; ``run`` gets them cast to ``input_dtype``
-    (floating tensors only), ``reference`` gets the fp32 originals.
+    (floating tensors only), ``reference`` gets the fp32 originals. The generator lives on ``generator_device``
+    (where ``make_inputs`` draws).
     """
     import torch
 
     if draws < 1:
         raise PersonaLiveError(f"--draws {draws}: must be >= 1")
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generator = torch.Generator(device=generator_device).manual_seed(seed)
     reports = {name: OutputReport(name) for name in output_names}
     schedule = keyframe_schedule(draws, max_keyframes)
     for draw, keyframes in enumerate(schedule):
