@@ -190,3 +190,26 @@ def test_cli_downloads_from_hf_home_cache_into_personalive_weights(tmp_path):
     else:
         assert result.returncode == 0, result.stderr
         assert "unchecked" in result.stderr
+
+
+@pytest.mark.oracle
+def test_cli_download_of_a_real_tiny_layout_passes_the_weights_check(tmp_path, oracle_dir):
+    """The Hub cache holds the oracle's tiny checkpoints (upstream's own files): download, then check, exit 0."""
+    from personalive import weights
+
+    if not hasattr(weights, "check_layout"):
+        pytest.skip("this build has no weights check yet")
+    source = oracle_dir / "pretrained_weights"
+    fill_hub_cache(tmp_path / "hf" / "hub", {hub: (source / target).read_bytes() for target, hub in LAYOUT.items()})
+    root = tmp_path / "weights"
+    root.mkdir()
+    # the release has no sizes file; a tiny layout needs its own (here the oracle's), already in the folder
+    (root / "oracle_config.json").write_bytes((source / "oracle_config.json").read_bytes())
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+    result = _cli(["weights", "download", str(root)], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    for target in LAYOUT:
+        assert (root / target).read_bytes() == (source / target).read_bytes()
+    assert "weights hash" in result.stderr.replace("\n", " ")  # logged by the check after it passed
