@@ -217,6 +217,7 @@ def run_job(
             crf=media.crf,
             preset=media.preset,
             audio_from=job.drive if audio else None,
+            audio_start=info.start,
             overwrite=overwrite,
         )
         with sink:
@@ -374,9 +375,10 @@ def animate_command(
     report: Path | None = None,
     quiet: bool = False,
     progress: Progress | None = None,
-    loader: AnimatorLoader = load_animators,
+    loader: AnimatorLoader | None = None,
 ) -> dict[str, Any]:
     """`personalive animate`: one job. Returns the report (also written to ``report`` if given)."""
+    loader = loader or load_animators
     extra = _cli_extra(weights, device, dtype, backend, engine, max_frames, seed, audio)
     cfg = load_config(config, list(overrides), extra=extra)
     dev, torch_dt = _environment(cfg)
@@ -456,11 +458,12 @@ def batch_command(
     overwrite: bool = False,
     quiet: bool = False,
     progress: Progress | None = None,
-    loader: AnimatorLoader = load_animators,
+    loader: AnimatorLoader | None = None,
 ) -> dict[str, Any]:
     """`personalive batch`: every job of the manifest (or of its shard). Raises JobsFailedError if any failed."""
     from personalive.manifest import read_manifest
 
+    loader = loader or load_animators
     shard_i, shard_n = parse_shard(shard)
     extra = _cli_extra(weights, device, dtype, backend, engine, max_frames, seed, audio)
     base = load_config(config, list(overrides), extra=extra)

@@ -70,7 +70,7 @@ def _read_csv(path: Path, text: str) -> list[dict]:
     for line, row in enumerate(rows, start=2 if names is header else 1):
         if len(row) > len(names) or len(row) < 2:
             raise InputError(f"{path}: CSV row {line} has {len(row)} columns (expected ref,drive[,out])")
-        out.append({name: cell.strip() for name, cell in zip(names, row) if cell.strip()})
+        out.append({name: cell.strip() for name, cell in zip(names, row, strict=False) if cell.strip()})
     return out
 
 

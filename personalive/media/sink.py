@@ -73,7 +73,12 @@ class VideoSink:
         self.frames_written = 0
         self.audio_seconds = 0.0
         self._closed = False
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.mp4", dir=self.path.parent or ".")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.mp4", dir=self.path.parent or ".")
+        except OSError as exc:
+            raise OutputError(
+                f"{self.path}: cannot write in {self.path.parent} ({exc.strerror}); choose another -o/--out"
+            ) from exc
         os.close(fd)
         self._tmp = Path(tmp)
         self._audio = None
@@ -177,6 +182,11 @@ class _AudioCopy:
         self._resampler = av.AudioResampler(format=self._out.format.name, layout=layout, rate=rate)
         self._frames = self._input.decode(in_stream)
         self._start = start  # driving-video time of output t=0
+        # the stream's stated end: decoders return the encoder's padding of the last frame too
+        self._end: int | None = None
+        if in_stream.duration is not None and in_stream.time_base is not None:
+            first = float(in_stream.start_time * in_stream.time_base) if in_stream.start_time else 0.0
+            self._end = round((first + float(in_stream.duration * in_stream.time_base) - start) * rate)
         self._pending: np.ndarray | None = None  # resampled samples (channels, n) not yet written
         self._pending_at = 0  # output sample index of the first pending sample
         self._written = 0  # output samples handed to the encoder
@@ -224,6 +234,8 @@ class _AudioCopy:
     def pump(self, until_seconds: float) -> None:
         """Encode audio up to ``until_seconds`` of output time (exclusive), trimming at that point."""
         target = round(until_seconds * self.rate)
+        if self._end is not None:
+            target = min(target, self._end)
         while self._written < target:
             if self._pending is None and not self._next_chunk():
                 return

@@ -42,6 +42,7 @@ class VideoInfo:
     rotation: int  # counter-clockwise degrees applied to every frame (0, 90, 180, 270)
     pix_fmt: str
     has_audio: bool
+    start: float = 0.0  # time of the first frame in seconds (the audio is aligned to it)
 
 
 def check_input_file(path: Path, what: str) -> Path:
@@ -138,6 +139,7 @@ class VideoSource:
             rotation=rotation,
             pix_fmt=first.format.name,
             has_audio=bool(container.streams.audio),
+            start=float(first.time or 0.0),
         )
 
     def _decode_frames(self) -> Iterator:
