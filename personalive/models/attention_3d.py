@@ -1,0 +1,152 @@
+"""Spatial transformers of the denoising UNet, with PersonaLive's reference attention as an explicit input.
+
+Each frame's self-attention also attends to the reference features of the transformer block at the same place in
+the reference UNet (plus those of any history keyframes, concatenated along the token axis): keys and values are
+``[frame tokens, reference tokens]``, queries are the frame tokens only. Upstream does this by patching the blocks'
+``forward`` and keeping the features on the modules; here they are an argument, so the module has no state and runs
+the same eagerly, under ``torch.compile`` and in an ONNX export.
+
+Frames are folded into the batch throughout: hidden states are (B*F, C, H, W), frame-major within a batch element.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+__all__ = ["ReferenceTransformerBlock", "SpatialTransformer", "multihead_attention"]
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    # (N, L, heads*d) -> (N, heads, L, d)
+    n, length, inner = x.shape
+    return x.view(n, length, heads, inner // heads).transpose(1, 2)
+
+
+def _per_frame(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    # (B, R, D) -> (B*F, R, D): the same tokens for every frame of a batch element
+    b, r, d = x.shape
+    return x.unsqueeze(1).expand(b, num_frames, r, d).reshape(b * num_frames, r, d)
+
+
+def multihead_attention(
+    attn: Attention,
+    hidden_states: torch.Tensor,
+    context: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
+    num_frames: int = 1,
+) -> torch.Tensor:
+    """Scaled dot-product attention with the weights of a diffusers ``Attention`` (same math as AttnProcessor2_0).
+
+    hidden_states (N, L, C) give the queries; keys/values come from ``context`` (N, S, Cc), or from hidden_states
+    itself when it is None, followed by ``reference`` (B, R, C) with N = B * num_frames, shared by the frames of
+    each batch element. The reference tokens are projected once per batch element, not once per frame.
+    """
+    query = attn.to_q(hidden_states)
+    source = hidden_states if context is None else context
+    key, value = attn.to_k(source), attn.to_v(source)
+    if reference is not None:
+        reference = reference.to(hidden_states.dtype)
+        key = torch.cat([key, _per_frame(attn.to_k(reference), num_frames)], dim=1)
+        value = torch.cat([value, _per_frame(attn.to_v(reference), num_frames)], dim=1)
+    heads = attn.heads
+    out = F.scaled_dot_product_attention(
+        _split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads)
+    )
+    n, _, length, head_dim = out.shape
+    out = out.transpose(1, 2).reshape(n, length, heads * head_dim)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+class ReferenceTransformerBlock(nn.Module):
+    """Self-attention (+ reference tokens), cross-attention to the CLIP image embedding, GEGLU feed-forward.
+
+    Parameter names are those of upstream's ``TemporalBasicTransformerBlock`` (= diffusers' BasicTransformerBlock).
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, cross_attention_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn1 = Attention(query_dim=dim, heads=heads, dim_head=head_dim, dropout=dropout, bias=False)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(
+            query_dim=dim,
+            cross_attention_dim=cross_attention_dim,
+            heads=heads,
+            dim_head=head_dim,
+            dropout=dropout,
+            bias=False,
+        )
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, dropout=dropout, activation_fn="geglu")
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        reference: torch.Tensor | None,
+        num_frames: int,
+    ) -> torch.Tensor:
+        """hidden_states (B*F, L, C), encoder_hidden_states (B*F, S, D), reference (B, R, C) or None."""
+        norm = self.norm1(hidden_states)
+        hidden_states = (
+            multihead_attention(self.attn1, norm, reference=reference, num_frames=num_frames) + hidden_states
+        )
+        norm = self.norm2(hidden_states)
+        hidden_states = multihead_attention(self.attn2, norm, context=encoder_hidden_states) + hidden_states
+        return self.ff(self.norm3(hidden_states)) + hidden_states
+
+
+class SpatialTransformer(nn.Module):
+    """Per-frame spatial transformer (upstream ``Transformer3DModel``): GroupNorm, 1x1 projection, one block."""
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        cross_attention_dim: int,
+        norm_num_groups: int,
+        use_linear_projection: bool = False,
+    ) -> None:
+        super().__init__()
+        head_dim = channels // heads
+        inner = heads * head_dim
+        self.use_linear_projection = use_linear_projection
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6, affine=True)
+        if use_linear_projection:
+            self.proj_in = nn.Linear(channels, inner)
+            self.proj_out = nn.Linear(inner, channels)
+        else:
+            self.proj_in = nn.Conv2d(channels, inner, kernel_size=1)
+            self.proj_out = nn.Conv2d(inner, channels, kernel_size=1)
+        self.transformer_blocks = nn.ModuleList(
+            [ReferenceTransformerBlock(inner, heads, head_dim, cross_attention_dim)]
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        reference: torch.Tensor | None,
+        num_frames: int,
+    ) -> torch.Tensor:
+        """hidden_states (B*F, C, H, W) -> (B*F, C, H, W)."""
+        n, _, height, width = hidden_states.shape
+        residual = hidden_states
+        hidden_states = self.norm(hidden_states)
+        if not self.use_linear_projection:
+            hidden_states = self.proj_in(hidden_states)
+        tokens = hidden_states.permute(0, 2, 3, 1).reshape(n, height * width, hidden_states.shape[1])
+        if self.use_linear_projection:
+            tokens = self.proj_in(tokens)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, encoder_hidden_states, reference, num_frames)
+        if self.use_linear_projection:
+            tokens = self.proj_out(tokens)
+        hidden_states = tokens.reshape(n, height, width, tokens.shape[-1]).permute(0, 3, 1, 2).contiguous()
+        if not self.use_linear_projection:
+            hidden_states = self.proj_out(hidden_states)
+        return hidden_states + residual
