@@ -128,17 +128,17 @@ AnimatorLoader = Callable[[RunConfig, Any, Any], Callable[[RunConfig], Any]]
 
 def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], Any]:
     """Load the models and the window step once; return ``config -> Animator`` sharing them."""
-    from personalive.backends import make_step
-    from personalive.environment import torch_dtype
-    from personalive.pipeline.animate import Animator
-    from personalive.weights import load_models
-
     weights_dir = Path(config.model.weights_dir)
     if not weights_dir.is_dir():
         raise WeightsError(
             f"{weights_dir}: weights directory not found (run `personalive weights download {weights_dir}` "
             "or pass --weights DIR)"
         )
+    from personalive.backends import make_step
+    from personalive.environment import torch_dtype
+    from personalive.pipeline.animate import Animator
+    from personalive.weights import load_models
+
     models = load_models(weights_dir, dtype, device, torch_dtype(config.model.clip_dtype))
     step = make_step(models, config, device, dtype, config.runtime.backend, config.runtime.engine)
     return lambda job_config: Animator(models, job_config, device, dtype, step=step)
@@ -182,7 +182,7 @@ def run_job(
         info = source.info
         audio = media.audio and info.has_audio
         if media.audio and not info.has_audio:
-            log.info("%s: no audio stream; the output is silent", job.drive)
+            log.debug("%s: no audio stream; the output is silent", job.drive)
         # 2. models (loaded once per process) and the fused reference (reused for the same reference)
         pool = get_animators()
         animator = pool.animator(config)

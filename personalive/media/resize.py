@@ -39,6 +39,8 @@ def fit_to_model(
     """(h, w, 3) uint8 -> (height, width, 3) uint8 tensor on ``device``, by ``mode`` (center | pad | stretch)."""
     if mode not in CROP_MODES:
         raise ValueError(f"crop mode {mode!r}: expected one of {', '.join(CROP_MODES)}")
+    if isinstance(frame, np.ndarray) and not frame.flags.writeable:
+        frame = frame.copy()  # torch refuses to share read-only numpy buffers (PIL and FFmpeg hand those out)
     image = torch.as_tensor(frame).to(device)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 frame, got {tuple(image.shape)} {image.dtype}")

@@ -175,6 +175,8 @@ class VideoSource:
 
     def _to_rgb(self, frame) -> np.ndarray:
         rgb = frame.to_ndarray(format="rgb24")
+        if not rgb.flags.writeable:  # may view FFmpeg's buffer; the caller owns what it gets
+            rgb = rgb.copy()
         return rotate_upright(rgb, self.info.rotation)
 
     def _slots(self) -> Iterator[tuple[int, object]]:
