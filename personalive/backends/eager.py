@@ -1,0 +1,44 @@
+"""The eager backend: the window-step module called as plain PyTorch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from personalive.backends.base import OUTPUT_NAMES
+from personalive.pipeline.window import WindowStepModule, build_window_module
+
+
+class EagerWindowStep:
+    """A :class:`~personalive.backends.base.WindowStep` that runs :class:`WindowStepModule` eagerly."""
+
+    name = "eager"
+
+    def __init__(self, module: WindowStepModule) -> None:
+        self.module = module.eval()
+
+    @classmethod
+    def from_models(cls, models: Any, config: Any) -> EagerWindowStep:
+        return cls(build_window_module(models, config))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.module.feature_names
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.module.input_names
+
+    def _run(self, module: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            from personalive.errors import PersonaLiveError
+
+            raise PersonaLiveError(f"window step inputs lack {missing}: pass every name of window_input_names()")
+        with torch.inference_mode():
+            outputs = module(*(inputs[n] for n in self.input_names))
+        return dict(zip(OUTPUT_NAMES, outputs, strict=True))
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._run(self.module, inputs)

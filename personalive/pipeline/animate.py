@@ -1,0 +1,298 @@
+"""The streaming animator: reference image + driving frames in, animated frames out, one per input, in order.
+
+Recipe of one run (:meth:`Animator.animate`):
+
+1. read ``window`` driving frames at a time; move them to the device once; preprocess in torch (keypoint input,
+   motion-extractor keypoints, face boxes and crops: :func:`prepare_driving`);
+2. window 0 only: start-up padding of ``P = (A - 1) * W`` frames whose keypoints and motion tokens go from the
+   reference to the first driving frame, with latents noised to the staggered levels;
+3. per window: pose canvases from the animated keypoints, then the :class:`WindowStep` (pose guider, motion
+   encoder, denoising UNet, DDIM, VAE decode of the frames that reached t=0, shift);
+4. hand out the decoded frames (from window ``A - 1`` on); decide the history keyframe (:mod:`.keyframes`);
+5. after the last driving frame: pad with the frames before it, reflected (upstream: ``frames[-13:-1][::-1]``),
+   run ``A - 1`` more windows to flush, and drop every output frame that belongs to padding.
+
+Only ``P + W`` prepared frames are kept (for the reflected tail), so memory does not grow with the video.
+
+Random draws, all from one ``torch.Generator`` on the run's device, float32 then cast to the pipeline dtype, in
+this order (the same as upstream's and the oracle's): draw 0, (1, 4, P, h, w): the start-up latents' noise;
+draw 1 + i, (1, 4, W, h, w): the noise of window i's fresh latents. Draw 1 + i is taken just before window
+``i - 1`` runs (its step appends window i's latents), and none is drawn for the last window's unused successor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from personalive.backends.base import STATE_INPUT_NAMES
+from personalive.pipeline import conditioning as C
+from personalive.pipeline import keypoints as K
+from personalive.pipeline.keyframes import KeyframeBank, append_keyframe
+from personalive.pipeline.reference import ReferenceState, feature_extractor, fuse_reference, reference_pixels
+from personalive.pipeline.scheduler import StaggeredDDIM
+from personalive.pipeline.window import model_sizes, window_input_names
+
+logger = logging.getLogger(__name__)
+
+NoiseSource = Callable[[tuple[int, ...]], torch.Tensor]
+
+
+@dataclass
+class DrivingInputs:
+    """Prepared driving frames: motion-extractor output (each (F, ...)) and face crops (F, 3, 224, 224) in [-1, 1]."""
+
+    info: K.KeypointInfo
+    faces: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.faces.shape[0]
+
+    def frame(self, i: int) -> DrivingInputs:
+        return DrivingInputs({k: v[i : i + 1] for k, v in self.info.items()}, self.faces[i : i + 1])
+
+    @staticmethod
+    def cat(items: list[DrivingInputs]) -> DrivingInputs:
+        info = {k: torch.cat([it.info[k] for it in items]) for k in items[0].info}
+        return DrivingInputs(info, torch.cat([it.faces for it in items]))
+
+
+@torch.no_grad()
+def prepare_driving(models: Any, frames01: torch.Tensor, height: int, width: int, min_face_box: int) -> DrivingInputs:
+    """(F, 3, H', W') in [0, 1] on the device -> keypoint info and keypoint-box face crops at the model resolution."""
+    images = C.resize(frames01, height, width)
+    info = models.motion_extractor(C.keypoint_pixels(images))
+    boxes = K.face_boxes(K.driving_keypoints(info), height, width, min_face_box)
+    return DrivingInputs(info, C.crop_faces(images * 2 - 1, boxes))
+
+
+@dataclass
+class AnimatorStats:
+    """Accumulated per-stage wall time (seconds; stages end with a device sync only where frames are handed out)."""
+
+    conditioning: float = 0.0
+    denoising: float = 0.0  # the window step: pose guider, motion encoder, UNet, DDIM, VAE decode
+    keyframes: float = 0.0
+    frames: int = 0
+    windows: int = 0
+    keyframes_added: int = 0
+    keyframe_windows: list[int] = field(default_factory=list)
+
+    @property
+    def vae_decode(self) -> float:  # decoded inside the window step; reported there
+        return 0.0
+
+
+class Animator:
+    """Streaming PersonaLive generation over one :class:`~personalive.backends.base.WindowStep`."""
+
+    def __init__(
+        self, models: Any, config: Any, device: torch.device, dtype: torch.dtype, step: Any | None = None
+    ) -> None:
+        self.models, self.config = models, config
+        self.device, self.dtype = torch.device(device), dtype
+        self.gen = config.generation
+        self.sizes = model_sizes(models, config)
+        self.scheduler = StaggeredDDIM(config.scheduler, config.generation)
+        if step is None:
+            from personalive.backends.eager import EagerWindowStep
+
+            step = EagerWindowStep.from_models(models, config)
+        self.step = step
+        self.feature_names = window_input_names(models, config)[len(STATE_INPUT_NAMES) :]
+        self.stats = AnimatorStats()
+
+    @property
+    def keyframes_added(self) -> int:
+        return self.stats.keyframes_added
+
+    # ------------------------------------------------------------------------------------------ reference
+    def fuse_reference(self, image: torch.Tensor) -> ReferenceState:
+        """(H, W, 3) uint8 square reference on any device -> its :class:`ReferenceState`."""
+        pixels = reference_pixels(image, self.gen.height, self.gen.width, self.device)
+        return fuse_reference(self.models, pixels, self.dtype, self.gen.min_face_box)
+
+    # ------------------------------------------------------------------------------------------ driving
+    def animate(
+        self,
+        reference: ReferenceState,
+        frames: Iterable[torch.Tensor],
+        generator: torch.Generator | None = None,
+        noise_source: NoiseSource | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield one (H, W, 3) uint8 CPU frame per driving frame ((H, W, 3) uint8 tensors), streamed, in order."""
+
+        def prepared() -> Iterator[DrivingInputs]:
+            chunk: list[torch.Tensor] = []
+            for frame in frames:
+                chunk.append(frame)
+                if len(chunk) == self.gen.window:
+                    yield self._prepare(chunk)
+                    chunk = []
+            if chunk:
+                yield self._prepare(chunk)
+
+        for out in self.animate_prepared(reference, prepared(), generator, noise_source):
+            yield (out * 255).round().to(torch.uint8).permute(1, 2, 0)
+
+    def _prepare(self, chunk: list[torch.Tensor]) -> DrivingInputs:
+        start = time.perf_counter()
+        frames01 = C.to_nchw(torch.stack([f.to(self.device, non_blocking=True) for f in chunk]), self.device)
+        out = prepare_driving(self.models, frames01, self.gen.height, self.gen.width, self.gen.min_face_box)
+        self.stats.conditioning += time.perf_counter() - start
+        return out
+
+    @torch.no_grad()
+    def animate_prepared(
+        self,
+        reference: ReferenceState,
+        driving: Iterable[DrivingInputs],
+        generator: torch.Generator | None = None,
+        noise_source: NoiseSource | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield (3, H, W) float [0, 1] CPU frames, one per prepared driving frame (chunks of any length)."""
+        w = self.gen.window
+        pad = self.scheduler.padding_frames
+        draw = noise_source or self._generator_noise(generator)
+        run = _Run(self, reference, draw)
+        history: deque[DrivingInputs] = deque(maxlen=pad + w)  # the last frames, for the reflected tail
+        pending: list[DrivingInputs] = []
+        count = 0
+        for chunk in driving:
+            for i in range(len(chunk)):
+                item = chunk.frame(i)
+                history.append(item)
+                pending.append(item)
+                count += 1
+                if len(pending) == w:
+                    yield from run.window(DrivingInputs.cat(pending), count, last=False)
+                    pending = []
+        if count == 0:
+            return
+        # tail: reflect about the last frame (upstream's frames[-13:-1][::-1]); clamp for very short videos
+        buffered, total = list(history), -(-count // w) * w + pad
+        first_kept = count - len(buffered)
+        padding = [buffered[max(2 * count - 2 - j, 0) - first_kept] for j in range(count, total)]
+        for k in range(0, len(pending + padding), w):
+            window = (pending + padding)[k : k + w]
+            yield from run.window(DrivingInputs.cat(window), count, last=k + w >= len(pending + padding), total=count)
+
+    def _generator_noise(self, generator: torch.Generator | None) -> NoiseSource:
+        if generator is None:
+            generator = torch.Generator(self.device).manual_seed(self.gen.seed)
+        device = generator.device
+
+        def draw(shape: tuple[int, ...]) -> torch.Tensor:
+            return torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
+
+        return draw
+
+
+class _Run:
+    """The mutable state of one streamed run (latents window, features, keyframe bank, window counter)."""
+
+    def __init__(self, animator: Animator, reference: ReferenceState, draw: NoiseSource) -> None:
+        self.an, self.ref, self.draw = animator, reference, draw
+        self.gen, self.sched = animator.gen, animator.scheduler
+        self.features = list(reference.features)
+        g = self.gen
+        self.bank = KeyframeBank(
+            reference.motion,
+            g.keyframe_threshold,
+            g.max_keyframes if g.history_keyframes else 0,
+            first_window=2 * g.adaptive_steps + 1,
+        )
+        self.index = 0
+        self.emitted = 0
+        self.state: dict[str, torch.Tensor] = {}
+
+    def _noised_reference(self, timesteps: torch.Tensor) -> torch.Tensor:
+        n = timesteps.shape[0]
+        latents = self.ref.latents[:, :, None].expand(-1, -1, n, -1, -1)
+        noise = self.draw(tuple(latents.shape)).to(latents.device, latents.dtype)
+        return self.sched.add_noise(latents, noise, timesteps)
+
+    def _canvases(self, keypoints: torch.Tensor) -> torch.Tensor:
+        s = self.an.sizes
+        canvas = K.draw_keypoints(keypoints, s["canvas_height"], s["canvas_width"], self.an.dtype)
+        return canvas.permute(1, 0, 2, 3)[None]  # (1, 3, F, Hc, Wc)
+
+    def _start(self, inputs: DrivingInputs) -> None:
+        """Window 0's state: start-up latents, pose features and motion tokens of the P padding frames."""
+        g, models, ref = self.gen, self.an.models, self.ref
+        pad = self.sched.padding_frames
+        self.first = {k: v[:1] for k, v in inputs.info.items()}
+        startup_latents = self._noised_reference(self.sched.startup_timesteps())
+        new_latents = self._noised_reference(torch.tensor([self.sched.t_max] * g.window))
+        kps = K.startup_keypoints(ref.keypoint_info, self.first, pad, g.translation_scale, g.use_reference_scale)
+        pose_fea = models.pose_guider(self._canvases(kps)).to(self.an.dtype)
+        first_motion = models.motion_encoder(inputs.faces[:1, :, None].to(self.an.dtype))
+        motion = C.lerp_frames(ref.motion, first_motion.to(ref.motion.dtype), pad)
+        self.state = {
+            "latents": torch.cat([startup_latents, new_latents], dim=2),
+            "pose_cond_fea": pose_fea,
+            "motion_hidden_states": motion,
+        }
+
+    def window(
+        self, inputs: DrivingInputs, count: int, last: bool, total: int | None = None
+    ) -> Iterator[torch.Tensor]:
+        an, g = self.an, self.gen
+        start = time.perf_counter()
+        if self.index == 0:
+            self._start(inputs)
+        kps = K.animated_keypoints(
+            self.ref.keypoint_info, self.first, inputs.info, g.translation_scale, g.use_reference_scale
+        )
+        step_inputs = dict(self.state)
+        step_inputs["pose"] = self._canvases(kps)
+        step_inputs["motion"] = inputs.faces.permute(1, 0, 2, 3)[None].to(an.dtype)
+        step_inputs["encoder_hidden_states"] = self.ref.embeddings
+        if last:  # nothing follows: the shifted window is discarded, so draw no noise for it
+            step_inputs["new_latents"] = torch.zeros_like(self.state["latents"][:, :, : g.window])
+        else:
+            step_inputs["new_latents"] = self._noised_reference(torch.tensor([self.sched.t_max] * g.window))
+        for spec_name, feature in zip(an.feature_names, self.features, strict=True):
+            step_inputs[spec_name] = feature
+        an.stats.conditioning += time.perf_counter() - start
+        start = time.perf_counter()
+        out = an.step(step_inputs)
+        self.state = {
+            "latents": out["next_latents"],
+            "pose_cond_fea": out["next_pose_cond_fea"],
+            "motion_hidden_states": out["next_motion_hidden_states"],
+        }
+        propose = self.bank.propose(out["new_motion_hidden_states"]) if self.bank.active(self.index) else None
+        frames = None
+        if self.index >= g.adaptive_steps - 1:
+            frames = out["frames"][0].float().cpu()  # the one host sync per window: hand the frames out
+        an.stats.denoising += time.perf_counter() - start
+        if propose is not None and bool(propose):
+            self._add_keyframe(out)
+        self.index += 1
+        an.stats.windows += 1
+        if frames is not None:
+            limit = total if total is not None else None
+            for f in frames:
+                if limit is not None and self.emitted >= limit:
+                    break
+                self.emitted += 1
+                an.stats.frames += 1
+                yield f
+
+    def _add_keyframe(self, out: dict[str, torch.Tensor]) -> None:
+        start = time.perf_counter()
+        self.bank.accept(out["new_motion_hidden_states"])
+        clean = out["clean_latents"][:, :, 0]  # (1, 4, h, w): the frame this window emitted
+        keyframe = feature_extractor(self.an.models)(clean, self.ref.embeddings)
+        self.features = append_keyframe(self.features, keyframe)
+        self.an.stats.keyframes_added += 1
+        self.an.stats.keyframe_windows.append(self.index)
+        self.an.stats.keyframes += time.perf_counter() - start
+        logger.debug("history keyframe added in window %d (%d so far)", self.index, self.bank.added)

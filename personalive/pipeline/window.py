@@ -1,0 +1,196 @@
+"""The per-window step as one ``nn.Module``: the hot path every backend runs (eager, torch.compile, ONNX/TensorRT).
+
+One call takes the stream's state after window ``i - 1`` and the new frames' conditioning inputs, and:
+
+1. runs the pose guider on the ``W`` new pose canvases and the motion encoder on the ``W`` new face crops,
+   appending them to the ``P = (A - 1) * W`` older frames' features;
+2. runs the denoising UNet over the ``A * W`` latent frames at staggered noise levels and the DDIM step (once
+   per DDIM jump, ``inference_steps // adaptive_steps`` times);
+3. decodes the ``W`` oldest frames, which reached t=0, with the VAE;
+4. shifts the window: drops those frames and appends ``new_latents`` (the next window's noised latents).
+
+Inputs and outputs, by name and shape, are the contract of :mod:`personalive.backends.base`. The timesteps are
+constants of the module (buffers derived from the config), not inputs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from personalive.backends.base import OUTPUT_NAMES, STATE_INPUT_NAMES
+from personalive.pipeline.keypoints import draw_keypoints
+from personalive.pipeline.scheduler import StaggeredDDIM, ddim_step
+
+if TYPE_CHECKING:
+    from personalive.config import RunConfig
+
+MOTION_TOKEN_RMS = 40.0  # typical RMS of the motion encoder's tokens (oracle README); example inputs use it
+
+
+class WindowStepModule(nn.Module):
+    """``forward(*inputs)`` with inputs in :func:`window_input_names` order -> outputs in ``OUTPUT_NAMES`` order."""
+
+    def __init__(
+        self,
+        pose_guider: nn.Module,
+        motion_encoder: nn.Module,
+        denoising_unet: nn.Module,
+        vae: nn.Module,
+        scheduler: StaggeredDDIM,
+        feature_names: list[str],
+    ) -> None:
+        super().__init__()
+        self.pose_guider = pose_guider
+        self.motion_encoder = motion_encoder
+        self.denoising_unet = denoising_unet
+        self.vae = vae
+        self.window = scheduler.window
+        self.jump = scheduler.jump
+        self.feature_names = list(feature_names)
+        self.latent_scale = float(vae.config.scaling_factor)
+        timesteps = torch.stack([scheduler.call_timesteps(j) for j in range(scheduler.jump)])  # (jump, A*W)
+        coefficients = torch.stack([scheduler.step_coefficients(t) for t in timesteps])  # (jump, 4, A*W) fp32
+        self.register_buffer("timesteps", timesteps, persistent=False)
+        self.register_buffer("coefficients", coefficients, persistent=False)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [*STATE_INPUT_NAMES, *self.feature_names]
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        pose_cond_fea: torch.Tensor,
+        pose: torch.Tensor,
+        motion_hidden_states: torch.Tensor,
+        motion: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        new_latents: torch.Tensor,
+        *reference_features: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        w = self.window
+        # 1. conditioning of the new frames, appended to the older frames': (B, C0, A*W, h, w), (B, A*W, 32, 16)
+        new_pose = self.pose_guider(pose).to(pose_cond_fea.dtype)
+        pose_all = torch.cat([pose_cond_fea, new_pose], dim=2)
+        new_motion = self.motion_encoder(motion).to(motion_hidden_states.dtype)
+        motion_all = torch.cat([motion_hidden_states, new_motion], dim=1)
+        # 2. one UNet call and DDIM jump per level group; the oldest group reaches t=0 in the last one
+        sample, clean = latents, latents
+        for j in range(self.jump):
+            noise_pred = self.denoising_unet(
+                sample, self.timesteps[j], encoder_hidden_states, motion_all, pose_all, list(reference_features)
+            )
+            sample, clean = ddim_step(noise_pred, sample, self.coefficients[j])
+        clean = clean[:, :, :w]  # (B, 4, W, h, w)
+        # 3. decode the emitted frames: (B, W, 3, H, W) in [0, 1]
+        frames = self.decode(clean)
+        # 4. shift: drop the emitted frames, append the next window's fresh latents
+        next_latents = torch.cat([sample[:, :, w:], new_latents.to(sample.dtype)], dim=2)
+        return frames, clean, next_latents, pose_all[:, :, w:], motion_all[:, w:], new_motion
+
+    def decode(self, clean: torch.Tensor) -> torch.Tensor:
+        """Clean latents (B, 4, F, h, w) -> RGB (B, F, 3, H, W) in [0, 1]."""
+        b, c, f, h, w = clean.shape
+        flat = clean.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w) / self.latent_scale
+        images = self.vae.decode(flat.to(self.vae.dtype)).sample  # (B*F, 3, H, W) in [-1, 1]
+        images = (images / 2 + 0.5).clamp(0, 1)
+        return images.reshape(b, f, *images.shape[1:])
+
+
+def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
+    """The window step of a loaded model set (``personalive.weights.ModelSet``) for ``config``."""
+    from personalive.models.reference_features import reference_feature_specs
+
+    sizes = model_sizes(models, config)
+    specs = reference_feature_specs(unet_config(models), sizes["latent_height"], sizes["latent_width"])
+    return WindowStepModule(
+        models.pose_guider,
+        models.motion_encoder,
+        models.denoising_unet,
+        models.vae,
+        StaggeredDDIM(config.scheduler, config.generation),
+        [s.name for s in specs],
+    )
+
+
+def unet_config(models: Any) -> dict:
+    """The UNets' ``config.json`` (the layout's ``sd-image-variations-diffusers/unet``) of a model set."""
+    return dict(models.sizes.unet)
+
+
+def model_sizes(models: Any, config: RunConfig) -> dict[str, int]:
+    """Image, latent and pose-canvas sizes for ``config`` (canvas = latent x the pose guider's downscale)."""
+    vae_factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
+    g = config.generation
+    lh, lw = g.height // vae_factor, g.width // vae_factor
+    down = models.pose_guider.downscale_factor
+    return {
+        "height": g.height,
+        "width": g.width,
+        "latent_height": lh,
+        "latent_width": lw,
+        "canvas_height": lh * down,
+        "canvas_width": lw * down,
+        "latent_channels": int(models.vae.config.latent_channels),
+        "pose_channels": int(unet_config(models)["block_out_channels"][0]),
+        "embedding_dim": int(unet_config(models)["cross_attention_dim"]),
+        "motion_tokens": int(models.motion_encoder.num_tokens),
+        "motion_channels": int(models.motion_encoder.token_channels),
+    }
+
+
+def window_input_names(models: Any, config: RunConfig) -> list[str]:
+    """Input names in ``WindowStepModule.forward`` order: ``STATE_INPUT_NAMES`` then the reference features."""
+    from personalive.models.reference_features import reference_feature_specs
+
+    s = model_sizes(models, config)
+    specs = reference_feature_specs(unet_config(models), s["latent_height"], s["latent_width"])
+    return [*STATE_INPUT_NAMES, *(spec.name for spec in specs)]
+
+
+def example_window_inputs(
+    models: Any,
+    config: RunConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    num_keyframes: int = 0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Random window inputs at realistic magnitudes (for export, engine profiles and verification).
+
+    Latents ~ N(0, 1); pose canvases drawn from random keypoints (values in [0, 1]); face crops uniform in
+    [-1, 1]; motion tokens at RMS 40 like the motion encoder's; reference features ~ N(0, 1) with
+    ``1 + num_keyframes`` reference images' tokens.
+    """
+    from personalive.models.reference_features import reference_feature_specs
+
+    g = generator if generator is not None else torch.Generator(device).manual_seed(0)
+    s = model_sizes(models, config)
+    gen = config.generation
+    w, p = gen.window, (gen.adaptive_steps - 1) * gen.window
+    lh, lw, lc = s["latent_height"], s["latent_width"], s["latent_channels"]
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(shape, generator=g, device=device, dtype=torch.float32) * scale).to(dtype)
+
+    keypoints = (torch.rand((w, 21, 3), generator=g, device=device) * 2 - 1) * 0.8
+    canvas = draw_keypoints(keypoints, s["canvas_height"], s["canvas_width"])  # (W, 3, Hc, Wc)
+    inputs = {
+        "latents": randn(1, lc, gen.adaptive_steps * w, lh, lw),
+        "pose_cond_fea": randn(1, s["pose_channels"], p, lh, lw, scale=0.5),
+        "pose": canvas.permute(1, 0, 2, 3)[None].to(dtype),
+        "motion_hidden_states": randn(1, p, s["motion_tokens"], s["motion_channels"], scale=MOTION_TOKEN_RMS),
+        "motion": (torch.rand((1, 3, w, 224, 224), generator=g, device=device) * 2 - 1).to(dtype),
+        "encoder_hidden_states": randn(1, 1, s["embedding_dim"]),
+        "new_latents": randn(1, lc, w, lh, lw),
+    }
+    for spec in reference_feature_specs(unet_config(models), lh, lw):
+        inputs[spec.name] = randn(1, spec.tokens * (1 + num_keyframes), spec.channels)
+    return inputs
+
+
+def outputs_by_name(outputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    return dict(zip(OUTPUT_NAMES, outputs, strict=True))
