@@ -186,7 +186,7 @@ def run_job(
         # 2. models (loaded once per process) and the fused reference (reused for the same reference)
         pool = get_animators()
         animator = pool.animator(config)
-        before = dict(getattr(animator, "timings", {}) or {})
+        before = stage_times(animator)
         t_ref = time.perf_counter()
         ref_state, reused = pool.reference(animator, job.ref, config, device)
         t_ref = time.perf_counter() - t_ref
@@ -241,7 +241,7 @@ def run_job(
             finally:
                 progress.finish()
     seconds = time.perf_counter() - t_start
-    after = dict(getattr(animator, "timings", {}) or {})
+    after = stage_times(animator)
     stages = {k: round(after.get(k, 0.0) - before.get(k, 0.0), 4) for k in after}
     timings = {"decode": round(clock["decode"], 4), **stages, "encode": round(clock["encode"], 4)}
     timings["reference"] = round(t_ref, 4)
@@ -270,6 +270,18 @@ def run_job(
         "seed": g.seed,
         "peak_gpu_memory_mib": _peak_gpu_mib(device),
     }
+
+
+STAGES = ("conditioning", "denoising", "vae_decode", "keyframes")
+
+
+def stage_times(animator: Any) -> dict[str, float]:
+    """The animator's accumulated per-stage seconds (``timings`` dict, or ``stats`` with one field per stage)."""
+    timings = getattr(animator, "timings", None)
+    if isinstance(timings, dict):
+        return {k: float(v) for k, v in timings.items()}
+    stats = getattr(animator, "stats", None)
+    return {k: float(getattr(stats, k)) for k in STAGES if hasattr(stats, k)}
 
 
 def _peak_gpu_mib(device) -> float | None:
