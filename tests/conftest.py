@@ -37,3 +37,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def oracle_dir() -> Path:
     return ORACLE_TINY
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Tiny random weights (seed 0) in the official layout, written once per test session; do not modify."""
+    from personalive.weights import init_random_weights
+
+    return init_random_weights(tmp_path_factory.mktemp("tiny_weights") / "pretrained_weights", "tiny", seed=0)
