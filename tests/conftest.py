@@ -45,11 +45,3 @@ def tiny_weights(tmp_path_factory) -> Path:
     from personalive.weights import init_random_weights
 
     return init_random_weights(tmp_path_factory.mktemp("tiny_weights") / "pretrained_weights", "tiny", seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> Path:
-    """Tiny random weights in the official layout (128x128), written once per test session."""
-    from personalive.weights import init_random_weights
-
-    return init_random_weights(tmp_path_factory.mktemp("tiny_weights"), "tiny", 0)
