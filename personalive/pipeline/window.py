@@ -106,7 +106,7 @@ def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
 
     sizes = model_sizes(models, config)
     specs = reference_feature_specs(unet_config(models), sizes["latent_height"], sizes["latent_width"])
-    return WindowStepModule(
+    module = WindowStepModule(
         models.pose_guider,
         models.motion_encoder,
         models.denoising_unet,
@@ -114,6 +114,8 @@ def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
         StaggeredDDIM(config.scheduler, config.generation),
         [s.name for s in specs],
     )
+    # the networks already sit on the models' device; this moves the step's own buffers (DDIM coefficients)
+    return module.to(device=models.device)
 
 
 def unet_config(models: Any) -> dict:
