@@ -19,7 +19,7 @@ from torch import nn
 
 from personalive.errors import ConfigError, PersonaLiveError
 from personalive.models.motion_module import MotionAttention
-from personalive.models.reference_features import transformer_layout
+from personalive.models.reference_features import reference_feature_specs, transformer_layout
 from personalive.models.unet_3d_blocks import BlockSettings, DownBlock3D, FrameContext, MidBlock3D, UpBlock3D
 
 __all__ = ["DenoisingUNet", "build_denoising_unet", "motion_cross_attention_modules"]
@@ -163,7 +163,7 @@ class DenoisingUNet(nn.Module):
             f"timestep must be a scalar, (F,) or (B*F,) with B={batch}, F={frames}; got {t.numel()}"
         )
 
-    def _check_references(self, references: list[torch.Tensor]) -> None:
+    def _check_references(self, references: list[torch.Tensor], height: int, width: int) -> None:
         if len(references) != len(self.reference_channels):
             raise PersonaLiveError(
                 f"reference_features: expected {len(self.reference_channels)} tensors in reference_feature_specs "
@@ -173,6 +173,15 @@ class DenoisingUNet(nn.Module):
             if ref.ndim != 3 or ref.shape[-1] != channels:
                 raise PersonaLiveError(
                     f"reference_features[{i}]: expected (B, tokens, {channels}), got {tuple(ref.shape)}"
+                )
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return  # token counts depend on the latent size, which may be symbolic while tracing
+        specs = reference_feature_specs(self.unet_config, height, width)
+        for ref, spec in zip(references, specs, strict=True):
+            if ref.shape[1] % spec.tokens:
+                raise PersonaLiveError(
+                    f"reference feature {spec.name}: {ref.shape[1]} tokens is not a multiple of {spec.tokens}, the "
+                    f"count for {height}x{width} latents; extract the reference features at the sample's latent size"
                 )
 
     def forward(
@@ -195,7 +204,7 @@ class DenoisingUNet(nn.Module):
         dtype = self.dtype
         references = None
         if reference_features is not None and len(reference_features) > 0:
-            self._check_references(reference_features)
+            self._check_references(reference_features, height, width)
             references = [ref.to(dtype) for ref in reference_features]
 
         # 1. per-frame conditioning, frames folded into the batch: (B*F, ...)

@@ -19,7 +19,7 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from personalive.errors import ConfigError
+from personalive.errors import ConfigError, PersonaLiveError
 from personalive.models.attention_3d import multihead_attention
 
 __all__ = ["MotionAttention", "MotionModule", "PositionalEncoding", "build_motion_module"]
@@ -39,6 +39,11 @@ class PositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x (N, F, C)
+        if x.shape[1] > self.pe.shape[1]:
+            raise PersonaLiveError(
+                f"{x.shape[1]} frames in one window, but the temporal position encoding covers "
+                f"{self.pe.shape[1]} (temporal_position_encoding_max_len); use a shorter window"
+            )
         return x + self.pe[:, : x.shape[1]].to(x.dtype)
 
 
