@@ -101,7 +101,9 @@ class Animators:
         self.fusions = 0  # reference fusions actually computed (reuse is visible in tests and reports)
 
     def animator(self, config: RunConfig) -> Any:
-        key = json.dumps({k: v for k, v in flat_items(config).items() if k.startswith("generation.")}, sort_keys=True)
+        # the seed reaches the animator through the generator, so it needs no animator of its own
+        settings = flat_items(config).items()
+        key = json.dumps({k: v for k, v in settings if k.startswith("generation.") and k != "generation.seed"})
         if key not in self._animators:
             self._animators[key] = self._build(config)
         return self._animators[key]

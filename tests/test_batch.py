@@ -152,6 +152,7 @@ def test_per_job_set(loads, tmp_path, inputs):
     jobs_ = json.loads(report.read_text())["jobs"]
     assert [j["status"] for j in jobs_] == ["done", "done", "done", "failed"]
     assert jobs_[1]["seed"] == 99
+    assert [j["reference_reused"] for j in jobs_[:3]] == [False, True, True]  # a seed or media change reuses it
     assert "'model.dtype' cannot change per job" in jobs_[3]["error"]
 
     def frames(name):
