@@ -7,6 +7,7 @@ machinery in milliseconds; ``test_real_pipeline_*`` run the real pipeline on tin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -270,3 +271,14 @@ def test_signal_leaves_no_file(tmp_path, ref, sig):
     assert child.returncode == 130, output.decode()
     assert b"interrupted" in output and b"Traceback" not in output
     assert sorted(os.listdir(tmp_path)) == ["d.mp4", "face.png"]
+
+
+def test_log_progress_without_terminal(caplog):
+    progress = jobs.LogProgress(every=3)
+    with caplog.at_level(logging.INFO, logger="personalive.jobs"):
+        progress.start("o.mp4", 9)
+        for done in range(1, 10):
+            progress.update(done)
+        progress.finish()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and lines[0].startswith("o.mp4: 3/9 frames,") and "fps, ETA" in lines[0]
