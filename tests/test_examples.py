@@ -102,7 +102,14 @@ def test_demo_with_random_weights_inits_once_and_warns(tmp_path):
     assert calls[0] == f"weights init-random {weights} --size tiny --seed 0"
     animate = calls[1]
     assert animate.startswith("animate --ref examples/reference.png --drive examples/driving.mp4")
-    for arg in (f"--weights {weights}", f"-o {tmp_path / 'demo.mp4'}", "--device cpu", "--dtype fp32", "--overwrite"):
+    for arg in (
+        f"--weights {weights}",
+        f"-o {tmp_path / 'demo.mp4'}",
+        "--device cpu",
+        "--dtype fp32",
+        "--overwrite",
+        "--max-frames 32",
+    ):
         assert arg in animate
     assert "generation.height=128" in animate and "generation.width=128" in animate
     assert "meaningless" in result.stderr and "personalive weights download" in result.stderr
@@ -129,5 +136,5 @@ def test_demo_with_real_weights_uses_them_at_full_size(tmp_path):
     assert result.returncode == 0, result.stderr
     assert len(calls) == 1
     assert f"--weights {tmp_path / 'real'}" in calls[0]
-    assert "generation.height" not in calls[0] and "--device cpu" not in calls[0]
+    assert "generation.height" not in calls[0] and "--device cpu" not in calls[0] and "--max-frames" not in calls[0]
     assert "meaningless" not in result.stderr
