@@ -131,7 +131,9 @@ def _fetch_one(file: HubFile, root: Path, cache_dir: str | Path | None, offline:
         expected = _expected_size(file, cache_dir, offline)
         size = target.stat().st_size
         if expected is None or size == expected:
-            log.info("%s: present (%d bytes)%s", file.target, size, "" if expected else ", size not verifiable")
+            log.info(
+                "%s: present (%d bytes)%s", file.target, size, "" if expected is not None else ", size not verifiable"
+            )
             return 0
         log.info("%s: %d bytes, expected %d: fetching again", file.target, size, expected)
     cached = _hub_download(file, target, cache_dir, offline)
