@@ -150,6 +150,10 @@ class DenoisingUNet(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv_in.weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.conv_in.weight.device
+
     def _frame_timesteps(self, timestep: torch.Tensor | float, batch: int, frames: int) -> torch.Tensor:
         # float32 on purpose: the sinusoidal embedding needs exact timesteps (bf16 cannot hold 999); it is cast after
         t = torch.as_tensor(timestep, device=self.conv_in.weight.device).to(torch.float32).reshape(-1)

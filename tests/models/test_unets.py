@@ -267,6 +267,15 @@ def test_denoising_unet_with_reference_is_stateless_and_batched_equals_single(sm
     assert rel_err(single, first[1:]) < 1e-5
 
 
+def test_traces_as_one_graph_without_state(small):
+    """fullgraph=True fails on any graph break: no hooks, no Python-side state, features only as arguments."""
+    reference, denoising = small
+    inputs, feats = small_inputs(), small_features(reference)
+    compiled = torch.compile(denoising, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert torch.equal(compiled(**inputs, reference_features=feats), denoising(**inputs, reference_features=feats))
+
+
 def test_timestep_forms(small):
     _, denoising = small
     inputs = small_inputs(batch=2)
