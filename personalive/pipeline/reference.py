@@ -28,10 +28,12 @@ class ReferenceState:
 
 def feature_extractor(models: Any):
     """The model set's reference UNet wrapped to return its attention features (built once, cached on ``models``)."""
+    from diffusers import UNet2DConditionModel
+
     from personalive.models.reference_unet import ReferenceFeatureExtractor
 
     unet = models.reference_unet
-    if isinstance(unet, ReferenceFeatureExtractor):
+    if not isinstance(unet, UNet2DConditionModel):  # already an extractor (or a test stand-in with its signature)
         return unet
     cached = getattr(models, "_reference_feature_extractor", None)
     if cached is None or cached.unet is not unet:

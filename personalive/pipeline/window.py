@@ -115,7 +115,8 @@ def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
         [s.name for s in specs],
     )
     # the networks already sit on the models' device; this moves the step's own buffers (DDIM coefficients)
-    return module.to(device=models.device)
+    device = getattr(models, "device", None)
+    return module if device is None else module.to(device=device)
 
 
 def unet_config(models: Any) -> dict:
