@@ -67,84 +67,18 @@ class DenoisingUNet(nn.Module):
         _check_options(cfg, extra)
         self.unet_config, self.unet_additional_kwargs = cfg, extra
         channels = list(cfg["block_out_channels"])
-        depth = len(channels)
-        layers = int(cfg.get("layers_per_block", 2))
-        heads = cfg.get("attention_head_dim", 8)  # diffusers' SD configs name the number of heads this way
-        heads = [heads] * depth if isinstance(heads, int) else list(heads)
-        time_dim = channels[0] * 4
-        settings = BlockSettings(
-            temb_channels=time_dim,
-            eps=float(cfg.get("norm_eps", 1e-5)),
-            groups=int(cfg.get("norm_num_groups", 32)),
-            act_fn=cfg.get("act_fn", "silu"),
-            cross_attention_dim=int(cfg["cross_attention_dim"]),
-            use_linear_projection=bool(cfg.get("use_linear_projection", False)),
-            resnet_time_scale_shift=cfg.get("resnet_time_scale_shift", "default"),
-            motion_module_type=extra.get("motion_module_type", "Vanilla"),
-            motion_module_kwargs=dict(extra.get("motion_module_kwargs", {})),
-            temporal_module_type=extra.get("temporal_module_type", "Vanilla"),
-            temporal_module_kwargs=dict(extra.get("temporal_module_kwargs", {})),
-        )
-        use_motion = bool(extra.get("use_motion_module", False))
-        use_temporal = bool(extra.get("use_temporal_module", False))
-        resolutions = set(extra.get("motion_module_resolutions", (1, 2, 4, 8)))
-        decoder_only = bool(extra.get("motion_module_decoder_only", False))
-        in_mid = bool(extra.get("motion_module_mid_block", False))
-
+        settings = _block_settings(cfg, extra)
         self.conv_in = nn.Conv2d(int(cfg.get("in_channels", 4)), channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(
             channels[0], bool(cfg.get("flip_sin_to_cos", True)), float(cfg.get("freq_shift", 0))
         )
-        self.time_embedding = TimestepEmbedding(channels[0], time_dim)
-
-        self.down_blocks = nn.ModuleList()
-        for i, block_type in enumerate(cfg["down_block_types"]):
-            here = 2**i in resolutions and not decoder_only
-            self.down_blocks.append(
-                DownBlock3D(
-                    settings,
-                    channels[max(i - 1, 0)],
-                    channels[i],
-                    layers,
-                    heads[i] if "CrossAttn" in block_type else None,
-                    add_downsample=i < depth - 1,
-                    downsample_padding=int(cfg.get("downsample_padding", 1)),
-                    motion=use_motion and here,
-                    temporal=use_temporal and here,
-                )
-            )
-        # registered after up_blocks in upstream (module order: down, up, mid); the order only affects iteration
-        up_blocks = nn.ModuleList()
-        rev_channels, rev_heads = channels[::-1], heads[::-1]
-        for i, block_type in enumerate(cfg["up_block_types"]):
-            here = 2 ** (depth - 1 - i) in resolutions
-            up_blocks.append(
-                UpBlock3D(
-                    settings,
-                    in_channels=rev_channels[min(i + 1, depth - 1)],
-                    prev_output_channels=rev_channels[max(i - 1, 0)],
-                    out_channels=rev_channels[i],
-                    num_layers=layers + 1,
-                    heads=rev_heads[i] if "CrossAttn" in block_type else None,
-                    add_upsample=i < depth - 1,
-                    motion=use_motion and here,
-                    temporal=use_temporal and here,
-                )
-            )
-        self.up_blocks = up_blocks
-        self.mid_block = MidBlock3D(
-            settings,
-            channels[-1],
-            heads[-1],
-            float(cfg.get("mid_block_scale_factor", 1.0)),
-            motion=use_motion and in_mid,
-            temporal=use_temporal and in_mid,
-        )
+        self.time_embedding = TimestepEmbedding(channels[0], settings.temb_channels)
+        # upstream registers up_blocks before mid_block (module order down, up, mid); kept for identical iteration
+        self.down_blocks, self.up_blocks, self.mid_block = _build_blocks(cfg, extra, settings)
         self.conv_norm_out = nn.GroupNorm(settings.groups, channels[0], eps=settings.eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(channels[0], int(cfg.get("out_channels", 4)), kernel_size=3, padding=1)
-        layout = transformer_layout(cfg)
-        self.reference_channels = [c for _, _, c, _ in layout]
+        self.reference_channels = [c for _, _, c, _ in transformer_layout(cfg)]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -251,6 +185,73 @@ class DenoisingUNet(nn.Module):
         # 4. output head, back to (B, C, F, h, w)
         hidden_states = self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
         return hidden_states.reshape(batch, frames, *hidden_states.shape[1:]).transpose(1, 2)
+
+
+def _block_settings(cfg: dict, extra: dict) -> BlockSettings:
+    return BlockSettings(
+        temb_channels=int(cfg["block_out_channels"][0]) * 4,
+        eps=float(cfg.get("norm_eps", 1e-5)),
+        groups=int(cfg.get("norm_num_groups", 32)),
+        act_fn=cfg.get("act_fn", "silu"),
+        cross_attention_dim=int(cfg["cross_attention_dim"]),
+        use_linear_projection=bool(cfg.get("use_linear_projection", False)),
+        resnet_time_scale_shift=cfg.get("resnet_time_scale_shift", "default"),
+        motion_module_type=extra.get("motion_module_type", "Vanilla"),
+        motion_module_kwargs=dict(extra.get("motion_module_kwargs", {})),
+        temporal_module_type=extra.get("temporal_module_type", "Vanilla"),
+        temporal_module_kwargs=dict(extra.get("temporal_module_kwargs", {})),
+    )
+
+
+def _build_blocks(cfg: dict, extra: dict, settings: BlockSettings) -> tuple[nn.ModuleList, nn.ModuleList, MidBlock3D]:
+    """Down, up and mid blocks as upstream's UNet3DConditionModel builds them from the 2D config."""
+    channels = list(cfg["block_out_channels"])
+    depth, layers = len(channels), int(cfg.get("layers_per_block", 2))
+    heads = cfg.get("attention_head_dim", 8)  # diffusers' SD configs name the number of heads this way
+    heads = [heads] * depth if isinstance(heads, int) else list(heads)
+    use_motion, use_temporal = bool(extra.get("use_motion_module")), bool(extra.get("use_temporal_module"))
+    # motion/temporal modules sit where the resolution divisor 2**level is in motion_module_resolutions
+    resolutions = set(extra.get("motion_module_resolutions", (1, 2, 4, 8)))
+    decoder_only = bool(extra.get("motion_module_decoder_only", False))
+    down = nn.ModuleList()
+    for i, block_type in enumerate(cfg["down_block_types"]):
+        here = 2**i in resolutions and not decoder_only
+        down.append(
+            DownBlock3D(
+                settings,
+                channels[max(i - 1, 0)],
+                channels[i],
+                layers,
+                heads[i] if "CrossAttn" in block_type else None,
+                add_downsample=i < depth - 1,
+                downsample_padding=int(cfg.get("downsample_padding", 1)),
+                motion=use_motion and here,
+                temporal=use_temporal and here,
+            )
+        )
+    up = nn.ModuleList()
+    rev_channels, rev_heads = channels[::-1], heads[::-1]
+    for i, block_type in enumerate(cfg["up_block_types"]):
+        here = 2 ** (depth - 1 - i) in resolutions
+        up.append(
+            UpBlock3D(
+                settings,
+                in_channels=rev_channels[min(i + 1, depth - 1)],
+                prev_output_channels=rev_channels[max(i - 1, 0)],
+                out_channels=rev_channels[i],
+                num_layers=layers + 1,
+                heads=rev_heads[i] if "CrossAttn" in block_type else None,
+                add_upsample=i < depth - 1,
+                motion=use_motion and here,
+                temporal=use_temporal and here,
+            )
+        )
+    in_mid = bool(extra.get("motion_module_mid_block", False))
+    mid_scale = float(cfg.get("mid_block_scale_factor", 1.0))
+    mid = MidBlock3D(
+        settings, channels[-1], heads[-1], mid_scale, motion=use_motion and in_mid, temporal=use_temporal and in_mid
+    )
+    return down, up, mid
 
 
 def _fold(x: torch.Tensor) -> torch.Tensor:
