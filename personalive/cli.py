@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from personalive import __version__
 from personalive.errors import PersonaLiveError
@@ -88,7 +89,7 @@ def _run(fn, *args, **kwargs):
     except PersonaLiveError as exc:
         if state.verbose:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
@@ -99,7 +100,8 @@ def _run(fn, *args, **kwargs):
         if state.verbose:
             err_console.print_exception()
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --verbose for the traceback)",
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(run with --verbose for the traceback)",
             highlight=False,
             soft_wrap=True,
         )
