@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 ONNX_OPSET = 17  # LayerNormalization is native from 17; TensorRT 10's parser supports it
 EXTERNAL_DATA_BYTES = 1 << 30  # above this many bytes of weights the graph keeps them in an external file
 
-DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+_ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32"}  # TensorProto -> torch names
 
 
 class ExportError(PersonaLiveError):
@@ -153,9 +153,9 @@ def token_profile(base_shape: list[int], max_keyframes: int) -> dict[str, list[i
 
 
 def window_step_io(
-    inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], max_keyframes: int
+    inputs: dict[str, torch.Tensor], outputs: list[TensorSpec], max_keyframes: int
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Tensor specs of the step from inputs drawn with 0 keyframes and the outputs they give."""
+    """Tensor specs of the step: inputs from a draw with 0 keyframes (token profiles from it), outputs as given."""
     ref = set(reference_names(inputs))
     specs_in = []
     for name, tensor in inputs.items():
@@ -168,8 +168,21 @@ def window_step_io(
             )
         else:
             specs_in.append(TensorSpec(name, torch_dtype_name(tensor.dtype), shape))
-    specs_out = [TensorSpec(name, torch_dtype_name(t.dtype), list(t.shape)) for name, t in outputs.items()]
-    return specs_in, specs_out
+    return specs_in, outputs
+
+
+def graph_output_specs(path: str | Path) -> list[TensorSpec]:
+    """Output names, dtypes and (static) shapes as the exporter recorded them in the graph."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    specs = []
+    for value in graph.output:
+        tensor_type = value.type.tensor_type
+        dtype = _ONNX_DTYPES.get(tensor_type.elem_type, onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower())
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+        specs.append(TensorSpec(value.name, dtype, shape))
+    return specs
 
 
 def window_step_module(models, config) -> torch.nn.Module:
@@ -193,7 +206,8 @@ def export_window_step(
 ) -> Sidecar:
     """Export the window step for ``config`` (resolution, window, steps, scheduler) to ``path``; return its sidecar.
 
-    ``models`` must already be in ``precision`` on ``device``. The trace runs on inputs with one history keyframe
+    ``models`` must already be in ``precision`` on ``device`` (the module is not cast: buffers it keeps in fp32
+    on purpose stay fp32). The trace runs on inputs with one history keyframe
     (reference features twice the base length), so a size baked into the graph by mistake shows up at 1x.
     """
     import torch
@@ -204,15 +218,12 @@ def export_window_step(
     from personalive.pipeline.window import example_window_inputs
 
     dtype = torch_dtype(precision)
-    module = window_step_module(models, config).to(device=device, dtype=dtype).eval()
+    module = window_step_module(models, config).eval()  # models are in `precision`; fp32 buffers stay fp32
     generator = torch.Generator(device=device).manual_seed(seed)
     base = example_window_inputs(models, config, device, dtype, num_keyframes=0, generator=generator)
     trace = example_window_inputs(
         models, config, device, dtype, num_keyframes=min(1, max_keyframes), generator=generator
     )
-    with torch.no_grad():
-        outputs = dict(zip(OUTPUT_NAMES, module(*base.values()), strict=True))
-    specs_in, specs_out = window_step_io(base, outputs, max_keyframes)
     export_onnx(
         module,
         trace,
@@ -221,6 +232,7 @@ def export_window_step(
         dynamic_axes=token_dynamic_axes(reference_names(base)),
         external_data=external_data,
     )
+    specs_in, specs_out = window_step_io(base, graph_output_specs(path), max_keyframes)
     return Sidecar(
         kind="onnx",
         precision=precision,
