@@ -68,6 +68,8 @@ class TensorRTRunner:
         trt = _optional.tensorrt()
         self.path, self.device = Path(engine_path), torch.device(device)
         gpu_facts(self.device)
+        if self.device.index is None:  # "cuda" -> "cuda:N", so the inputs' device compares equal
+            self.device = torch.device("cuda", torch.cuda.current_device())
         with torch.cuda.device(self.device):
             self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
