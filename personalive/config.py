@@ -44,7 +44,7 @@ class ModelConfig:
     """Where the weights live and in which precision the networks run."""
 
     weights_dir: str = field(default_factory=default_weights_dir)
-    dtype: str = "fp16"
+    dtype: str = "auto"  # auto = fp16 on CUDA, fp32 on the CPU (resolved with the device); fp16 | bf16 | fp32
     # upstream's fp16 CLIP image encoder hit CUBLAS errors; run it in fp32 and cast its output
     clip_dtype: str = "fp32"
 
@@ -101,7 +101,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         g, m, r, md = self.generation, self.model, self.runtime, self.media
-        _choice("model.dtype", m.dtype, DTYPES)
+        _choice("model.dtype", m.dtype, ("auto", *DTYPES))
         _choice("model.clip_dtype", m.clip_dtype, DTYPES)
         _choice("runtime.backend", r.backend, BACKENDS)
         _choice("media.crop", md.crop, CROP_MODES)

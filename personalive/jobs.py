@@ -338,6 +338,10 @@ def _environment(config: RunConfig) -> tuple[Any, Any]:
     from personalive.environment import resolve_device, torch_dtype
 
     device = resolve_device(config.runtime.device)
+    if config.model.dtype == "auto":
+        # fp16 is the release's precision on GPUs; CPUs lack fast fp16 kernels, so auto means fp32 there
+        config.model.dtype = "fp16" if device.type == "cuda" else "fp32"
+        log.info("model.dtype auto -> %s on %s", config.model.dtype, device)
     dtype = torch_dtype(config.model.dtype)
     if device.type == "cpu" and config.model.dtype != "fp32":
         log.warning("running %s on the CPU is slow and poorly supported; --dtype fp32 is advised", config.model.dtype)

@@ -53,7 +53,7 @@ def test_wrong_type_is_rejected():
 @pytest.mark.parametrize(
     "item, message",
     [
-        ("model.dtype=fp8", "model.dtype='fp8': expected one of fp16, bf16, fp32"),
+        ("model.dtype=fp8", "model.dtype='fp8': expected one of auto, fp16, bf16, fp32"),
         ("generation.height=500", "multiple of 64"),
         ("runtime.backend=onnx", "expected one of eager, compile, tensorrt"),
         ("media.crf=99", "between 0 and 51"),
