@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,10 @@ def _cuda() -> bool:
 def pytest_collection_modifyitems(config, items):
     has_cuda = _cuda()
     has_trt = importlib.util.find_spec("tensorrt") is not None
+    run_slow = os.environ.get("PERSONALIVE_RUN_SLOW") == "1"
     for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow test: set PERSONALIVE_RUN_SLOW=1 to run it"))
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none visible"))
         if "tensorrt" in item.keywords and not (has_trt and has_cuda):
