@@ -2,16 +2,16 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# torch for this machine: a CPU build where no NVIDIA driver is visible (no multi-GB CUDA download),
-# the default (CUDA) build otherwise. Override with `make install TORCH_SPEC=...`.
+# torch for this machine: where no NVIDIA driver is visible, the CPU build torch==2.13.0 (on the project's
+# CPU machines pip takes it from local disk: no multi-GB CUDA download); elsewhere the default (CUDA) build.
+# Other machines: `make install TORCH_SPEC=torch==X TORCH_INDEX="--index-url <a CPU or CUDA wheel index>"`.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 ifeq ($(HAS_GPU),1)
 TORCH_SPEC ?= torch>=2.4
-TORCH_INDEX ?=
 else
 TORCH_SPEC ?= torch==2.13.0
-TORCH_INDEX ?= --extra-index-url https://download.pytorch.org/whl/cpu
 endif
+TORCH_INDEX ?=
 EXTRAS ?= dev
 
 .PHONY: install test lint format demo bench clean
