@@ -179,11 +179,12 @@ def _merge(base, other: dict, source: str):
         raise ConfigError(f"{source}: wrong type for {exc.full_key!r}: {exc.msg.splitlines()[0]}") from exc
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_keys(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
     out: dict[str, Any] = {}
     for key, value in d.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -310,4 +311,4 @@ def to_dict(cfg: RunConfig) -> dict:
 
 
 def flat_items(cfg: RunConfig) -> dict[str, Any]:
-    return _flatten(to_dict(cfg))
+    return flatten_keys(to_dict(cfg))

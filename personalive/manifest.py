@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from personalive.config import parse_override
+from personalive.config import flatten_keys, parse_override
 from personalive.errors import InputError
 from personalive.jobs import Job, default_output_name
 
@@ -95,15 +95,5 @@ def _overrides(manifest: Path, index: int, value: Any) -> dict[str, Any]:
     if isinstance(value, list):
         return dict(parse_override(str(item)) for item in value)
     if isinstance(value, dict):
-        return _flatten(value)
+        return flatten_keys(value)
     raise InputError(f"{manifest}: job {index}: `set` must be a mapping of config keys or a list of key=value")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
