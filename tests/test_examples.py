@@ -108,7 +108,7 @@ def test_demo_with_random_weights_inits_once_and_warns(tmp_path):
         "--device cpu",
         "--dtype fp32",
         "--overwrite",
-        "--max-frames 32",
+        "--max-frames 75",
     ):
         assert arg in animate
     assert "generation.height=128" in animate and "generation.width=128" in animate

@@ -80,6 +80,10 @@ class VideoSink:
                 f"{self.path}: cannot write in {self.path.parent} ({exc.strerror}); choose another -o/--out"
             ) from exc
         os.close(fd)
+        # mkstemp creates the file 0600; give the output the permissions of a normally created file
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         self._tmp = Path(tmp)
         self._audio = None
         try:

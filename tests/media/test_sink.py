@@ -120,3 +120,13 @@ def test_overwrite_and_bad_directories(tmp_path):
             VideoSink(locked / "o.mp4", Fraction(25), 64, 64)
     finally:
         locked.chmod(0o700)
+
+
+def test_output_gets_umask_permissions_not_tempfile_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "o.mp4"
+        _write(out, Fraction(25), 2)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
