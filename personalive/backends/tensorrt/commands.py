@@ -12,6 +12,7 @@ any output beyond tolerance is a VerificationError (exit 1).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def verify_engine_command(
 
     from personalive.backends.base import OUTPUT_NAMES
     from personalive.backends.tensorrt.export import window_step_module
-    from personalive.backends.tensorrt.verify import DEFAULT_TOLERANCE, OnnxRunner, compare_runs
+    from personalive.backends.tensorrt.verify import DEFAULT_TOLERANCE, OnnxRunner, compare_runs, keyframe_schedule
     from personalive.environment import resolve_device, torch_dtype
 
     path = Path(path)
@@ -171,10 +172,17 @@ def verify_engine_command(
         sc.check_sidecar(
             meta, path, rebuild=rebuild, tensorrt_version=trt.__version__, gpu_name=gpu_name, compute_capability=cc
         )
-        runner = TensorRTRunner(path, dev)
-    else:
-        runner = OnnxRunner(path, dev)
 
+        def open_runner():
+            return TensorRTRunner(path, dev)
+    else:
+        _optional.onnxruntime()  # fail early, before loading models, when it is missing
+
+        def open_runner():
+            return OnnxRunner(path, dev)
+
+    # 1. the fp32 PyTorch reference on every draw first; then it is freed, so that the reference and the artifact
+    #    (each several GB at full size) never sit in memory together
     models = _load_models(cfg.model.weights_dir, "fp32", dev)
     hash_note = ""
     if models.weights_hash != meta.weights_hash:
@@ -184,16 +192,33 @@ def verify_engine_command(
         )
         log.error("%s: %s", path, hash_note)
     module = window_step_module(models, cfg).eval()
+    make_inputs = VerificationInputs(models, cfg, dev)
+    generator = torch.Generator(device=dev).manual_seed(cfg.generation.seed)
+    cases = []
+    with torch.no_grad():
+        for keyframes in keyframe_schedule(draws, meta.max_keyframes):
+            inputs = make_inputs(keyframes, generator)
+            expected = dict(zip(OUTPUT_NAMES, module(*inputs.values()), strict=True))
+            cases.append((inputs, expected))
+    del module, models, make_inputs
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
-    def reference(inputs):
-        with torch.no_grad():
-            return dict(zip(OUTPUT_NAMES, module(*inputs.values()), strict=True))
+    # 2. the artifact on the same inputs
+    runner = open_runner()
+    pending = iter(cases)
+    current: dict[str, dict] = {}
+
+    def stored_inputs(_keyframes, _generator):
+        current["inputs"], current["expected"] = next(pending)
+        return current["inputs"]
 
     tol = DEFAULT_TOLERANCE[meta.precision] if tolerance is None else tolerance
     result = compare_runs(
         runner,
-        reference,
-        VerificationInputs(models, cfg, dev),
+        lambda _inputs: current["expected"],
+        stored_inputs,
         output_names=OUTPUT_NAMES,
         draws=draws,
         max_keyframes=meta.max_keyframes,
