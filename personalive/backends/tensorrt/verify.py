@@ -166,6 +166,11 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # don't spin against torch
+        # memory over speed: pre-packed weight copies and the arena made a full-size fp32 graph (7.2 GB of weights)
+        # exceed 24 GB of host memory; verification runs a few windows, not a video
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
