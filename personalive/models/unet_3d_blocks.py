@@ -62,6 +62,18 @@ def _resnet(settings: BlockSettings, in_channels: int, out_channels: int, scale:
     )
 
 
+def _attentions(settings: BlockSettings, channels: int, heads: int, count: int) -> nn.ModuleList:
+    """``count`` spatial transformers (with reference attention) of one block."""
+    return nn.ModuleList(
+        [
+            SpatialTransformer(
+                channels, heads, settings.cross_attention_dim, settings.groups, settings.use_linear_projection
+            )
+            for _ in range(count)
+        ]
+    )
+
+
 def _modules(settings: BlockSettings, channels: int, count: int, motion: bool, temporal: bool) -> list[nn.ModuleList]:
     # None entries keep upstream's indices when a block has no motion/temporal modules
     def make(kind: str, kwargs: dict, used: bool) -> nn.ModuleList:
@@ -109,14 +121,7 @@ class DownBlock3D(nn.Module):
         self.resnets = nn.ModuleList(
             [_resnet(settings, in_channels if i == 0 else out_channels, out_channels) for i in range(num_layers)]
         )
-        self.attentions = nn.ModuleList(
-            [
-                SpatialTransformer(
-                    out_channels, heads, settings.cross_attention_dim, settings.groups, settings.use_linear_projection
-                )
-                for _ in range(num_layers if heads else 0)
-            ]
-        )
+        self.attentions = _attentions(settings, out_channels, heads, num_layers if heads else 0)
         self.motion_modules, self.temporal_modules = _modules(settings, out_channels, num_layers, motion, temporal)
         self.downsamplers = None
         if add_downsample:
@@ -154,13 +159,7 @@ class MidBlock3D(nn.Module):
     ) -> None:
         super().__init__()
         num_layers = 1
-        self.attentions = nn.ModuleList(
-            [
-                SpatialTransformer(
-                    channels, heads, settings.cross_attention_dim, settings.groups, settings.use_linear_projection
-                )
-            ]
-        )
+        self.attentions = _attentions(settings, channels, heads, num_layers)
         self.resnets = nn.ModuleList([_resnet(settings, channels, channels, scale) for _ in range(num_layers + 1)])
         self.motion_modules, self.temporal_modules = _modules(settings, channels, num_layers, motion, temporal)
 
@@ -199,14 +198,7 @@ class UpBlock3D(nn.Module):
             resnet_in = prev_output_channels if i == 0 else out_channels
             resnets.append(_resnet(settings, resnet_in + skip_channels, out_channels))
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = nn.ModuleList(
-            [
-                SpatialTransformer(
-                    out_channels, heads, settings.cross_attention_dim, settings.groups, settings.use_linear_projection
-                )
-                for _ in range(num_layers if heads else 0)
-            ]
-        )
+        self.attentions = _attentions(settings, out_channels, heads, num_layers if heads else 0)
         self.motion_modules, self.temporal_modules = _modules(settings, out_channels, num_layers, motion, temporal)
         self.upsamplers = None
         if add_upsample:
