@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from personalive.backends import make_step
+from personalive.backends import backend_class
 from personalive.config import load_config
 from personalive.environment import cuda_devices, torch_dtype, versions
 from personalive.pipeline.animate import Animator
 from personalive.pipeline.window import example_window_inputs
-from personalive.weights import init_random_weights, load_models
+from personalive.random_weights import init_random_weights
+from personalive.weights import load_models
 
 log = logging.getLogger("benchmarks.bench")
 
@@ -45,7 +46,7 @@ def time_cuda(fn, warmup: int, iters: int) -> list[float]:
 
 
 def bench_step(models, config, device, dtype, backend: str, keyframes: int, warmup: int, iters: int) -> dict:
-    step = make_step(models, config, device, dtype, backend)
+    step = backend_class(backend).from_models(models, config, device)
     inputs = example_window_inputs(models, config, device, dtype, num_keyframes=keyframes)
     t0 = time.perf_counter()
     step(inputs)
@@ -76,8 +77,8 @@ def synthetic_frames(n: int, size: int, device) -> list[torch.Tensor]:
 
 
 def bench_animate(models, config, device, dtype, backend: str, frames: int) -> dict:
-    step = make_step(models, config, device, dtype, backend)
-    animator = Animator(models, config, device, dtype, step=step)
+    step = backend_class(backend).from_models(models, config, device)
+    animator = Animator(models, config, step)
     size = config.generation.height
     ref = synthetic_frames(1, size, device)[0]
     driving = synthetic_frames(frames, size, device)
@@ -85,7 +86,7 @@ def bench_animate(models, config, device, dtype, backend: str, frames: int) -> d
     # warm-up run (compilation, cuDNN autotuning), then the timed one
     for _ in animator.animate(reference, driving[: 4 * config.generation.window]):
         pass
-    animator = Animator(models, config, device, dtype, step=step)
+    animator = Animator(models, config, step)
     reference = animator.fuse_reference(ref)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats(device)
@@ -131,7 +132,7 @@ def main() -> None:
         init_random_weights(args.weights, size="full", seed=0)
         log.info("wrote full-size random weights in %.0f s", time.perf_counter() - t0)
     dtype = torch_dtype(args.dtype)
-    config = load_config(extra={"model.dtype": args.dtype, "model.weights_dir": str(args.weights)})
+    config = load_config(options={"model.dtype": args.dtype, "model.weights_dir": str(args.weights)})
     t0 = time.perf_counter()
     models = load_models(args.weights, dtype, device)
     load_s = time.perf_counter() - t0

@@ -1,8 +1,10 @@
 """The ``personalive`` command line: Typer commands, rich output, exit codes.
 
-The only module that talks to the terminal. It turns :class:`PersonaLiveError` into one line on stderr and
-its exit code (0 success, 1 runtime failure, 2 usage or input error); ``--verbose`` adds the traceback.
-Heavy imports (torch, av, ...) happen inside the commands so that ``--help`` stays fast.
+The only module that talks to the terminal. Each command builds its :class:`~personalive.config.RunConfig` once
+(defaults <- ``--config`` <- its options <- ``--set``) and hands it to the library (:mod:`personalive.jobs`,
+:mod:`personalive.batch`, :mod:`personalive.engines`, ...). Errors are turned into one line on stderr and an exit
+code in one place (:class:`_Commands`): 0 success, 1 runtime failure, 2 usage or input error; ``--verbose`` adds
+the traceback. Heavy imports (torch, av, ...) happen inside the commands so that ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,28 +12,23 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from personalive import __version__
 from personalive.errors import PersonaLiveError
 
+if TYPE_CHECKING:
+    from personalive.config import RunConfig
+
 log = logging.getLogger("personalive")
 err_console = Console(stderr=True)
-
-app = typer.Typer(
-    name="personalive",
-    help="Animate a reference portrait with the head motion and expressions of a driving video (PersonaLive).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-weights_app = typer.Typer(help="Download, check or generate weights in the official pretrained_weights layout.")
-app.add_typer(weights_app, name="weights", no_args_is_help=True)
 
 
 class _State:
@@ -40,6 +37,48 @@ class _State:
 
 
 state = _State()
+
+
+class _Commands(TyperGroup):
+    """Runs a command; the one place where errors become one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PersonaLiveError as exc:
+            if state.verbose:
+                err_console.print_exception()
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except (typer.Exit, click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - last resort: no traceback unless asked for
+            if state.verbose:
+                err_console.print_exception()
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                "(run with --verbose for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="personalive",
+    cls=_Commands,
+    help="Animate a reference portrait with the head motion and expressions of a driving video (PersonaLive).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(help="Download, check or generate weights in the official pretrained_weights layout.")
+app.add_typer(weights_app, name="weights", no_args_is_help=True)
+config_app = typer.Typer(help="Show the configuration a run would use.")
+app.add_typer(config_app, name="config", no_args_is_help=True)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -59,53 +98,66 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging; tracebacks for errors."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bar."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks for errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bar.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     state.verbose, state.quiet = verbose, quiet
     _setup_logging(verbose, quiet)
 
 
 # ------------------------------------------------------------------------------------------------ options
-# Shared model/run options of `animate` and `batch`; None means "keep the config's value".
-WeightsOpt = typer.Option(None, "--weights", help="Weights root in the official pretrained_weights layout.")
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (ours or upstream's prompt YAML).")
-SetOpt = typer.Option([], "--set", help="Override one config key, e.g. --set generation.seed=7 (repeatable).")
-DeviceOpt = typer.Option(None, "--device", help="cuda, cuda:N or cpu (default: cuda:0 if available, else cpu).")
-DtypeOpt = typer.Option(None, "--dtype", help="fp16, bf16 or fp32.")
-BackendOpt = typer.Option(None, "--backend", help="eager, compile or tensorrt.")
-EngineOpt = typer.Option(None, "--engine", help="TensorRT engine for --backend tensorrt (default: found in engines/).")
-SeedOpt = typer.Option(None, "--seed", help="Seed of all noise; the same seed gives the same frames.")
-MaxFramesOpt = typer.Option(None, "--max-frames", help="Animate only the first N driving frames.")
-AudioOpt = typer.Option(None, "--audio/--no-audio", help="Mux the driving video's audio (default: on).")
-ReportOpt = typer.Option(None, "--report", help="Write a JSON report of the run here.")
+# Shared options; None means "keep the config's value". Each maps to one config key in the command's _config call.
+WeightsOpt = Annotated[
+    Path | None, typer.Option("--weights", help="Weights root in the official pretrained_weights layout.")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (ours or upstream's prompt YAML).")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override one config key, e.g. --set generation.seed=7 (repeatable).")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cuda, cuda:N or cpu (default: cuda:0 if available, else cpu).")
+]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="fp16, bf16 or fp32.")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="Window-step backend: eager, compile or tensorrt.")]
+EngineOpt = Annotated[
+    Path | None, typer.Option("--engine", help="TensorRT engine for --backend tensorrt (default: found in engines/).")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of all noise; the same seed gives the same frames.")]
+MaxFramesOpt = Annotated[int | None, typer.Option("--max-frames", help="Animate only the first N driving frames.")]
+AudioOpt = Annotated[
+    bool | None, typer.Option("--audio/--no-audio", help="Mux the driving video's audio (default: on).")
+]
+ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a JSON report of the run here.")]
+WeightsDirArg = Annotated[
+    Path | None, typer.Argument(help="Weights root (default: $PERSONALIVE_WEIGHTS or ./pretrained_weights).")
+]
 
 
-def _run(fn, *args, **kwargs):
-    """Call a command body; map errors to one line and an exit code."""
-    try:
-        return fn(*args, **kwargs)
-    except PersonaLiveError as exc:
-        if state.verbose:
-            err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        raise typer.Exit(130) from None
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - last resort: no traceback unless asked for
-        if state.verbose:
-            err_console.print_exception()
-        err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-            "(run with --verbose for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+def _config(config: Path | None, sets: list[str] | None, options: dict[str, Any] | None = None) -> RunConfig:
+    """The command's one RunConfig: defaults <- ``--config`` <- ``options`` (key -> value, None: not given) <- set."""
+    from personalive.config import load_config
+
+    given = {key: str(v) if isinstance(v, Path) else v for key, v in (options or {}).items() if v is not None}
+    return load_config(config, sets or (), given)
+
+
+def _run_options(weights, device, dtype, backend, engine, max_frames, seed, audio) -> dict[str, Any]:
+    """The config keys of the run options shared by ``animate`` and ``batch``."""
+    return {
+        "model.weights_dir": weights,
+        "runtime.device": device,
+        "model.dtype": dtype,
+        "runtime.backend": backend,
+        "runtime.engine": engine,
+        "media.max_frames": max_frames,
+        "generation.seed": seed,
+        "media.audio": audio,
+    }
 
 
 class _RichProgress:
@@ -151,188 +203,159 @@ def _progress_bar() -> _RichProgress | None:
     return _RichProgress()
 
 
-def _not_implemented(name: str) -> None:
-    err_console.print(f"[bold red]error:[/] `personalive {name}` is not implemented yet")
-    raise typer.Exit(1)
-
-
 # ----------------------------------------------------------------------------------------------- commands
 @app.command()
 def animate(
-    ref: Path = typer.Option(..., "--ref", help="Reference portrait (PNG, JPEG, WebP, BMP, or a video's 1st frame)."),
-    drive: Path = typer.Option(..., "--drive", help="Driving video whose head motion and expressions are used."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output .mp4 (default: <ref>_<drive>.mp4 here)."),
-    weights: Optional[Path] = WeightsOpt,
-    config: Optional[Path] = ConfigOpt,
-    set_: list[str] = SetOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    backend: Optional[str] = BackendOpt,
-    engine: Optional[Path] = EngineOpt,
-    max_frames: Optional[int] = MaxFramesOpt,
-    seed: Optional[int] = SeedOpt,
-    audio: Optional[bool] = AudioOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    report: Optional[Path] = ReportOpt,
+    ref: Annotated[
+        Path, typer.Option("--ref", help="Reference portrait (PNG, JPEG, WebP, BMP, or a video's 1st frame).")
+    ],
+    drive: Annotated[Path, typer.Option("--drive", help="Driving video whose head motion and expressions are used.")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Output .mp4 (default: <ref>_<drive>.mp4 here).")
+    ] = None,
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    backend: BackendOpt = None,
+    engine: EngineOpt = None,
+    max_frames: MaxFramesOpt = None,
+    seed: SeedOpt = None,
+    audio: AudioOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    report: ReportOpt = None,
 ) -> None:
     """Animate REF with the motion of DRIVE and write an H.264 video at DRIVE's frame rate, with its audio."""
     from personalive import jobs
 
-    _run(
-        jobs.animate_command,
-        ref=ref,
-        drive=drive,
-        out=out,
-        weights=weights,
-        config=config,
-        overrides=set_,
-        device=device,
-        dtype=dtype,
-        backend=backend,
-        engine=engine,
-        max_frames=max_frames,
-        seed=seed,
-        audio=audio,
-        overwrite=overwrite,
-        report=report,
-        quiet=state.quiet,
-        progress=_progress_bar(),
-    )
+    options = _run_options(weights, device, dtype, backend, engine, max_frames, seed, audio)
+    cfg = _config(config, set_, options)
+    jobs.animate(cfg, ref, drive, out, overwrite=overwrite, report=report, progress=_progress_bar())
 
 
 @app.command()
 def batch(
-    manifest: Path = typer.Argument(..., help="YAML (jobs: [{ref, drive, out, set}]) or CSV (ref,drive,out)."),
-    report: Optional[Path] = ReportOpt,
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: take every N-th job starting at I (0-based)."),
-    weights: Optional[Path] = WeightsOpt,
-    config: Optional[Path] = ConfigOpt,
-    set_: list[str] = SetOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    backend: Optional[str] = BackendOpt,
-    engine: Optional[Path] = EngineOpt,
-    max_frames: Optional[int] = MaxFramesOpt,
-    seed: Optional[int] = SeedOpt,
-    audio: Optional[bool] = AudioOpt,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo jobs whose output exists (default: skip)."),
+    manifest: Annotated[Path, typer.Argument(help="YAML (jobs: [{ref, drive, out, set}]) or CSV (ref,drive,out).")],
+    report: ReportOpt = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="I/N: take every N-th job starting at I (0-based).")
+    ] = None,
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    backend: BackendOpt = None,
+    engine: EngineOpt = None,
+    max_frames: MaxFramesOpt = None,
+    seed: SeedOpt = None,
+    audio: AudioOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo jobs whose output exists (default: skip).")
+    ] = False,
 ) -> None:
     """Run every job of MANIFEST with models loaded once; skip finished jobs; exit 1 if any job failed."""
-    from personalive import jobs
+    from personalive import batch as batch_run
 
-    _run(
-        jobs.batch_command,
-        manifest=manifest,
-        report=report,
-        shard=shard,
-        weights=weights,
-        config=config,
-        overrides=set_,
-        device=device,
-        dtype=dtype,
-        backend=backend,
-        engine=engine,
-        max_frames=max_frames,
-        seed=seed,
-        audio=audio,
-        overwrite=overwrite,
-        quiet=state.quiet,
-        progress=_progress_bar(),
-    )
+    options = _run_options(weights, device, dtype, backend, engine, max_frames, seed, audio)
+    cfg = _config(config, set_, options)
+    batch_run.run(cfg, manifest, shard=shard, overwrite=overwrite, report=report, progress=_progress_bar())
 
 
 @app.command("build-engine")
 def build_engine(
-    weights: Optional[Path] = WeightsOpt,
-    config: Optional[Path] = ConfigOpt,
-    set_: list[str] = SetOpt,
-    out: Optional[Path] = typer.Option(None, "--out", help="Engine path (default: engines/<derived name>.engine)."),
-    height: Optional[int] = typer.Option(None, "--height", help="Output height (default: config, 512)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Output width (default: config, 512)."),
-    max_keyframes: Optional[int] = typer.Option(None, "--max-keyframes", help="History keyframes the engine takes."),
-    precision: str = typer.Option("fp16", "--precision", help="fp16, bf16 or fp32."),
-    onnx_only: bool = typer.Option(False, "--onnx-only", help="Stop after exporting and checking the ONNX graph."),
-    verify: bool = typer.Option(False, "--verify", help="Run verify-engine on the result."),
-    device: Optional[str] = DeviceOpt,
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Engine path (default: engines/<derived name>.engine).")
+    ] = None,
+    height: Annotated[int | None, typer.Option("--height", help="Output height (default: config, 512).")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="Output width (default: config, 512).")] = None,
+    max_keyframes: Annotated[
+        int | None, typer.Option("--max-keyframes", help="History keyframes the engine takes.")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="fp16 (default), bf16 or fp32.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", hidden=True, help="Old name of --dtype.")] = None,
+    onnx_only: Annotated[
+        bool, typer.Option("--onnx-only", help="Stop after exporting and checking the ONNX graph.")
+    ] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Run verify-engine on the result.")] = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Export the per-window denoising step to ONNX and build a TensorRT engine for it."""
-    from personalive.backends.tensorrt import commands
+    from personalive import engines
 
-    _run(
-        commands.build_engine_command,
-        weights=weights,
-        config=config,
-        overrides=set_,
-        out=out,
-        height=height,
-        width=width,
-        max_keyframes=max_keyframes,
-        precision=precision,
-        onnx_only=onnx_only,
-        verify=verify,
-        device=device,
+    options = {
+        "model.weights_dir": weights,
+        "generation.height": height,
+        "generation.width": width,
+        "model.dtype": dtype or precision or "fp16",
+        "runtime.device": device,
+    }
+    cfg = _config(config, set_, options)
+    engines.build_engine(
+        cfg, out=out, max_keyframes=max_keyframes, onnx_only=onnx_only, verify=verify, config_file=config
     )
 
 
 @app.command("verify-engine")
 def verify_engine(
-    path: Path = typer.Argument(..., help="A .engine (TensorRT) or .onnx (onnxruntime) file."),
-    weights: Optional[Path] = WeightsOpt,
-    config: Optional[Path] = ConfigOpt,
-    set_: list[str] = SetOpt,
-    device: Optional[str] = DeviceOpt,
-    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Relative error allowed per output."),
-    draws: int = typer.Option(3, "--draws", help="Random input draws to compare."),
+    path: Annotated[Path, typer.Argument(help="A .engine (TensorRT) or .onnx (onnxruntime) file.")],
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    tolerance: Annotated[float | None, typer.Option("--tolerance", help="Relative error allowed per output.")] = None,
+    draws: Annotated[int, typer.Option("--draws", help="Random input draws to compare.")] = 3,
 ) -> None:
     """Run an engine or ONNX graph and the PyTorch step on the same random inputs and compare every output."""
-    from personalive.backends.tensorrt import commands
+    from personalive import engines
+    from personalive.backends.artifacts import artifact_options, read_artifact_sidecar
 
-    _run(
-        commands.verify_engine_command,
-        path=path,
-        weights=weights,
-        config=config,
-        overrides=set_,
-        device=device,
-        tolerance=tolerance,
-        draws=draws,
-    )
+    meta = read_artifact_sidecar(path)
+    options = {**artifact_options(meta), "model.weights_dir": weights, "runtime.device": device}
+    cfg = _config(config, set_, options)
+    engines.verify_engine(cfg, path, meta, tolerance=tolerance, draws=draws)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the merged configuration (defaults <- --config <- --set) as YAML."""
+    from personalive.config import config_yaml
+
+    typer.echo(config_yaml(_config(config, set_)), nl=False)
 
 
 @weights_app.command("download")
-def weights_download(
-    directory: Optional[Path] = typer.Argument(
-        None, help="Target root (default: $PERSONALIVE_WEIGHTS or ./pretrained_weights)."
-    ),
-) -> None:
+def weights_download(directory: WeightsDirArg = None) -> None:
     """Fetch the official weights from the Hugging Face Hub into the official layout (resumable), then check."""
     from personalive import download
 
-    _run(download.download_command, directory)
+    download.download_command(directory)
 
 
 @weights_app.command("check")
-def weights_check(
-    directory: Optional[Path] = typer.Argument(
-        None, help="Weights root (default: $PERSONALIVE_WEIGHTS or ./pretrained_weights)."
-    ),
-) -> None:
+def weights_check(directory: WeightsDirArg = None) -> None:
     """Validate a weights layout (files, keys, shapes) without running models; exit 2 naming every problem."""
-    from personalive import weights
+    from personalive.weights import check
 
-    _run(weights.check_command, directory)
+    check.check_command(directory)
 
 
 @weights_app.command("init-random")
 def weights_init_random(
-    directory: Path = typer.Argument(..., help="Where to write the layout."),
-    size: str = typer.Option("tiny", "--size", help="tiny (CPU tests, demo) or full (real sizes, benchmarks)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
+    directory: Annotated[Path, typer.Argument(help="Where to write the layout.")],
+    size: Annotated[
+        str, typer.Option("--size", help="tiny (CPU tests, demo) or full (real sizes, benchmarks).")
+    ] = "tiny",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write random weights in the official layout (same files, keys, formats; tiny or full size)."""
-    from personalive import weights
+    from personalive import random_weights
 
-    _run(weights.init_random_command, directory, size=size, seed=seed)
+    random_weights.init_random_command(directory, size=size, seed=seed)
 
 
 @app.command()
@@ -340,7 +363,7 @@ def info() -> None:
     """Print versions (python, torch, diffusers, transformers, av, onnx, tensorrt) and the CUDA devices."""
     from personalive import environment
 
-    for line in _run(environment.describe):
+    for line in environment.describe():
         typer.echo(line)
 
 

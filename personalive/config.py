@@ -1,23 +1,58 @@
-"""The run configuration: typed dataclasses, merged as defaults <- YAML file <- ``--set key=value``.
+"""The run configuration: typed dataclasses, merged as defaults <- YAML file <- CLI options <- ``--set key=value``.
 
-``configs/default.yaml`` mirrors :class:`RunConfig`'s defaults. Upstream's own prompt YAML files
-(``configs/prompts/personalive_offline.yaml`` / ``personalive_online.yaml``) are accepted too and mapped
-onto these keys (see :func:`_map_upstream`).
+These dataclasses are the only home of the defaults: ``personalive config show`` prints them merged with a file
+and overrides, and ``configs/default.yaml`` is generated from them (a test fails when it drifts). Choices are
+``Enum`` fields, so OmegaConf rejects a value outside them. Upstream's own prompt YAML files
+(``configs/prompts/personalive_offline.yaml`` / ``personalive_online.yaml``) are accepted too and mapped onto
+these keys (see :func:`_map_upstream`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from personalive.backends import BACKENDS
 from personalive.errors import ConfigError
 
-DTYPES = ("fp16", "bf16", "fp32")
-BACKENDS = ("eager", "compile", "tensorrt")
-CROP_MODES = ("center", "pad", "stretch")
+
+class Choice(str, Enum):
+    """A config choice: compares, hashes, prints and serialises as its value (the same as its name)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Dtype(Choice):
+    fp16 = "fp16"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class ModelDtype(Choice):
+    auto = "auto"  # fp16 on CUDA, fp32 on the CPU (resolved with the device)
+    fp16 = "fp16"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class CropMode(Choice):
+    center = "center"
+    pad = "pad"
+    stretch = "stretch"
+
+
+# one member per entry of the backend table: a new backend needs no change here
+Backend = Choice("Backend", {name: name for name in BACKENDS})
 
 
 def default_weights_dir() -> str:
@@ -44,9 +79,9 @@ class ModelConfig:
     """Where the weights live and in which precision the networks run."""
 
     weights_dir: str = field(default_factory=default_weights_dir)
-    dtype: str = "auto"  # auto = fp16 on CUDA, fp32 on the CPU (resolved with the device); fp16 | bf16 | fp32
+    dtype: ModelDtype = ModelDtype.auto  # auto = fp16 on CUDA, fp32 on the CPU (resolved with the device)
     # upstream's fp16 CLIP image encoder hit CUBLAS errors; run it in fp32 and cast its output
-    clip_dtype: str = "fp32"
+    clip_dtype: Dtype = Dtype.fp32
 
 
 @dataclass
@@ -73,7 +108,7 @@ class RuntimeConfig:
     """Where and how the window step runs."""
 
     device: str = "auto"  # auto = cuda:0 when available, else cpu; resolved at the CLI edge
-    backend: str = "eager"
+    backend: Backend = Backend.eager  # type: ignore[valid-type]  # a key of personalive.backends.BACKENDS
     engine: str | None = None
     engine_dir: str = "engines"
 
@@ -82,7 +117,7 @@ class RuntimeConfig:
 class MediaConfig:
     """Input preprocessing and the output encoder."""
 
-    crop: str = "center"  # how non-square frames and references become square: center | pad | stretch
+    crop: CropMode = CropMode.center  # how non-square frames and references become square
     codec: str = "libx264"
     pix_fmt: str = "yuv420p"
     crf: int = 18
@@ -100,47 +135,37 @@ class RunConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
 
     def validate(self) -> RunConfig:
-        g, m, r, md = self.generation, self.model, self.runtime, self.media
-        _choice("model.dtype", m.dtype, ("auto", *DTYPES))
-        _choice("model.clip_dtype", m.clip_dtype, DTYPES)
-        _choice("runtime.backend", r.backend, BACKENDS)
-        _choice("media.crop", md.crop, CROP_MODES)
-        for key, value in (("generation.height", g.height), ("generation.width", g.width)):
+        """Rules across fields or ranges that the types do not express; returns ``self``."""
+        generation, media = self.generation, self.media
+        for key, value in (("generation.height", generation.height), ("generation.width", generation.width)):
             if value <= 0 or value % 64:
                 raise ConfigError(f"{key}={value}: must be a positive multiple of 64 (e.g. 512)")
         for key, value in (
-            ("generation.window", g.window),
-            ("generation.adaptive_steps", g.adaptive_steps),
-            ("generation.inference_steps", g.inference_steps),
+            ("generation.window", generation.window),
+            ("generation.adaptive_steps", generation.adaptive_steps),
+            ("generation.inference_steps", generation.inference_steps),
         ):
             if value < 1:
                 raise ConfigError(f"{key}={value}: must be >= 1")
-        if g.inference_steps % g.adaptive_steps:
+        if generation.inference_steps % generation.adaptive_steps:
             raise ConfigError(
-                f"generation.inference_steps={g.inference_steps} must be a multiple of "
-                f"generation.adaptive_steps={g.adaptive_steps}"
+                f"generation.inference_steps={generation.inference_steps} must be a multiple of "
+                f"generation.adaptive_steps={generation.adaptive_steps}"
             )
-        if g.max_keyframes < 0:
-            raise ConfigError(f"generation.max_keyframes={g.max_keyframes}: must be >= 0")
-        if not 0 <= md.crf <= 51:
-            raise ConfigError(f"media.crf={md.crf}: must be between 0 and 51")
-        if md.max_frames is not None and md.max_frames < 1:
-            raise ConfigError(f"media.max_frames={md.max_frames}: must be >= 1")
+        if generation.max_keyframes < 0:
+            raise ConfigError(f"generation.max_keyframes={generation.max_keyframes}: must be >= 0")
+        if not 0 <= media.crf <= 51:
+            raise ConfigError(f"media.crf={media.crf}: must be between 0 and 51")
+        if media.max_frames is not None and media.max_frames < 1:
+            raise ConfigError(f"media.max_frames={media.max_frames}: must be >= 1")
         return self
 
 
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r}: expected one of {', '.join(choices)}")
-
-
 # ---------------------------------------------------------------------------------------------- merging
-
-
-def _structured():
+def _structured(config: RunConfig | None = None):
     from omegaconf import OmegaConf
 
-    return OmegaConf.structured(RunConfig)
+    return OmegaConf.structured(config if config is not None else RunConfig)
 
 
 def _all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
@@ -155,6 +180,19 @@ def _all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+def _field_type(key: str) -> Any:
+    """The annotated type of a dotted config key (None when there is no such key)."""
+    cls: Any = RunConfig
+    for part in key.split("."):
+        if not is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = hints[part]
+    return cls
+
+
 def _unknown_key_error(key: str, source: str) -> ConfigError:
     known = _all_keys()
     close = difflib.get_close_matches(key, known, n=1) or difflib.get_close_matches(
@@ -167,16 +205,40 @@ def _unknown_key_error(key: str, source: str) -> ConfigError:
     return ConfigError(f"{source}: unknown config key {key!r}{hint}")
 
 
-def _merge(base, other: dict, source: str):
+def _value_error(exc: Exception, source: str) -> ConfigError:
+    key = str(getattr(exc, "full_key", ""))
+    kind = _field_type(key)
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        value = getattr(exc, "value", None)
+        where = "" if source.startswith(("--set", "option")) else f"{source}: "
+        return ConfigError(f"{where}{key}={str(value)!r}: expected one of {', '.join(m.value for m in kind)}")
+    return ConfigError(f"{source}: wrong type for {key!r}: {str(getattr(exc, 'msg', exc)).splitlines()[0]}")
+
+
+def _merge(cfg, data: dict, source: str):
+    """``cfg`` with a nested mapping merged in (a YAML file)."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import ConfigKeyError, ValidationError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     try:
-        return OmegaConf.merge(base, other)
-    except ConfigKeyError as exc:
+        return OmegaConf.merge(cfg, data)
+    except (ConfigKeyError, ConfigAttributeError) as exc:
         raise _unknown_key_error(str(exc.full_key), source) from exc
     except ValidationError as exc:
-        raise ConfigError(f"{source}: wrong type for {exc.full_key!r}: {exc.msg.splitlines()[0]}") from exc
+        raise _value_error(exc, source) from exc
+
+
+def _update(cfg, key: str, value: Any, source: str) -> None:
+    """Set one dotted key of ``cfg`` in place (OmegaConf checks the key exists and the value fits its type)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    try:
+        OmegaConf.update(cfg, key, value, merge=True)
+    except (ConfigKeyError, ConfigAttributeError) as exc:
+        raise _unknown_key_error(key, source) from exc
+    except ValidationError as exc:
+        raise _value_error(exc, source) from exc
 
 
 def flatten_keys(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -188,17 +250,6 @@ def flatten_keys(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _unflatten(flat: dict[str, Any]) -> dict:
-    nested: dict = {}
-    for key, value in flat.items():
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
 
 
 # upstream prompt-YAML keys -> ours; None means "accepted and ignored" (paths inside the weights root,
@@ -238,8 +289,8 @@ def _is_upstream(data: dict) -> bool:
     return "pretrained_base_model_path" in data or "inference_config" in data
 
 
-def _map_upstream(data: dict, source: Path) -> dict:
-    """Map one of upstream's prompt YAML files onto our keys."""
+def _map_upstream(data: dict, source: Path) -> dict[str, Any]:
+    """Map one of upstream's prompt YAML files onto our keys (flat)."""
     flat: dict[str, Any] = {}
     base = data.get("pretrained_base_model_path")
     if base:
@@ -254,7 +305,7 @@ def _map_upstream(data: dict, source: Path) -> dict:
         target = _UPSTREAM_KEYS[key]
         if target is not None:
             flat[target] = value
-    return _unflatten(flat)
+    return flat
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -272,43 +323,65 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    extra: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Defaults <- YAML file at ``path`` <- ``extra`` (flat keys from CLI options) <- ``overrides``."""
-    import yaml
+    """Defaults <- YAML file at ``path`` <- ``options`` (flat keys set by CLI options) <- ``overrides`` (``--set``)."""
     from omegaconf import OmegaConf
 
     cfg = _structured()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+        data = _read_yaml(path)
         if _is_upstream(data):
-            data = _map_upstream(data, path)
-        cfg = _merge(cfg, data, str(path))
-    if extra:
-        cfg = _merge(cfg, _unflatten({k: v for k, v in extra.items() if v is not None}), "option")
+            for key, value in _map_upstream(data, path).items():
+                _update(cfg, key, value, str(path))
+        else:
+            cfg = _merge(cfg, data, str(path))
+    for key, value in (options or {}).items():
+        if value is not None:
+            _update(cfg, key, value, "option")
     for item in overrides:
         key, value = parse_override(item)
-        cfg = _merge(cfg, _unflatten({key: value}), f"--set {item}")
+        _update(cfg, key, value, f"--set {item}")
     run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     return run.validate()
 
 
-def to_dict(cfg: RunConfig) -> dict:
-    from dataclasses import asdict
+def with_overrides(config: RunConfig, flat: dict[str, Any], source: str) -> RunConfig:
+    """A validated copy of ``config`` with flat ``key: value`` overrides (a manifest job's ``set:``)."""
+    from omegaconf import OmegaConf
 
-    return asdict(cfg)
+    cfg = _structured(config)
+    for key, value in flat.items():
+        _update(cfg, key, value, source)
+    run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    return run.validate()
 
 
-def flat_items(cfg: RunConfig) -> dict[str, Any]:
-    return flatten_keys(to_dict(cfg))
+def config_yaml(config: RunConfig) -> str:
+    """``config`` as YAML, every key (what ``personalive config show`` prints and ``configs/default.yaml`` holds)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(_structured(config))
+
+
+def flat_items(config: RunConfig) -> dict[str, Any]:
+    """Every key of ``config`` as ``{"section.key": value}`` (choices as their string values)."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in flatten_keys(dataclasses.asdict(config)).items()}

@@ -17,20 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from personalive.errors import DownloadError, OutputError
+from personalive.weights.layout import FILES
 
 log = logging.getLogger(__name__)
-
-PERSONALIVE_REPO = "huaichang/PersonaLive"
-IMAGE_VARIATIONS_REPO = "lambdalabs/sd-image-variations-diffusers"
-VAE_REPO = "stabilityai/sd-vae-ft-mse"
-PERSONALIVE_MODULES = (
-    "denoising_unet",
-    "motion_encoder",
-    "motion_extractor",
-    "pose_guider",
-    "reference_unet",
-    "temporal_module",
-)
 
 
 @dataclass(frozen=True)
@@ -43,24 +32,8 @@ class HubFile:
     revision: str = "main"
 
 
-OFFICIAL_FILES: tuple[HubFile, ...] = (
-    # PersonaLive's repository keeps its checkpoints under pretrained_weights/personalive/.
-    *(
-        HubFile(PERSONALIVE_REPO, f"pretrained_weights/personalive/{name}.pth", f"personalive/{name}.pth")
-        for name in PERSONALIVE_MODULES
-    ),
-    *(
-        HubFile(IMAGE_VARIATIONS_REPO, name, f"sd-image-variations-diffusers/{name}")
-        for name in (
-            "model_index.json",
-            "unet/config.json",
-            "unet/diffusion_pytorch_model.bin",
-            "image_encoder/config.json",
-            "image_encoder/pytorch_model.bin",
-        )
-    ),
-    *(HubFile(VAE_REPO, name, f"sd-vae-ft-mse/{name}") for name in ("config.json", "diffusion_pytorch_model.bin")),
-)
+# every file of the layout table (the sources are the ones upstream's tools/download_weights.py uses)
+OFFICIAL_FILES: tuple[HubFile, ...] = tuple(HubFile(f.repo_id, f.filename, f.path) for f in FILES.values())
 
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -229,12 +202,9 @@ def _place(cached: Path, target: Path) -> None:
 
 def _check_layout(root: Path) -> None:
     """Run ``personalive weights check`` on the result; it raises WeightsError naming every problem."""
-    from personalive import weights
+    from personalive.weights.check import check_command
 
-    if not hasattr(weights, "check_layout"):  # a build without the weights check
-        log.warning("weights check not available in this version: the files are in place but unchecked")
-        return
-    weights.check_command(root)
+    check_command(root)
 
 
 def _first_line(exc: BaseException) -> str:

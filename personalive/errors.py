@@ -64,3 +64,21 @@ class VerificationError(PersonaLiveError):
     """An exported graph or engine disagrees with the PyTorch step beyond tolerance."""
 
     exit_code = 1
+
+
+class JobsFailedError(PersonaLiveError):
+    """At least one job of a batch failed (each is listed in the log and the report)."""
+
+    exit_code = 1
+
+
+class ExportError(PersonaLiveError):
+    """The ONNX export or its check failed."""
+
+
+class EngineBuildError(PersonaLiveError):
+    """TensorRT could not parse the graph or build the engine."""
+
+
+class EngineRuntimeError(PersonaLiveError):
+    """TensorRT refused the inputs or failed while running."""

@@ -10,14 +10,29 @@ are ref, drive, out in that order.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from personalive.config import flatten_keys, parse_override
 from personalive.errors import InputError
-from personalive.jobs import Job, default_output_name
 
 COLUMNS = ("ref", "drive", "out")
+
+
+@dataclass
+class Job:
+    """One reference image + driving video -> output video (a manifest row, or ``personalive animate``)."""
+
+    ref: Path
+    drive: Path
+    out: Path
+    overrides: dict[str, Any] = field(default_factory=dict)  # flat config keys from a manifest's `set:`
+    index: int = 0  # position in the manifest, 0-based
+
+
+def default_output_name(ref: Path, drive: Path) -> str:
+    return f"{ref.stem}_{drive.stem}.mp4"
 
 
 def read_manifest(path: Path) -> list[Job]:

@@ -3,13 +3,14 @@
 Full sizes are the public configs of the base models (``lambdalabs/sd-image-variations-diffusers`` UNet and CLIP
 ViT-L/14 image encoder, ``stabilityai/sd-vae-ft-mse``), upstream's constructor defaults for PersonaLive's own
 networks (``PoseGuider()``, ``MotEncoder()``, ``MotionExtractor(num_kp=21)``), and upstream's
-``configs/inference/inference_stage3.yaml`` (``unet_additional_kwargs``, ``noise_scheduler_kwargs``).
+``configs/inference/inference_stage3.yaml`` (``unet_additional_kwargs``; its scheduler settings are
+:class:`personalive.config.SchedulerConfig`).
 Tiny sizes equal the upstream oracle's TINY configuration (same architectures, few channels), so a tiny layout
 written here and the oracle's layout have the same shapes.
 
 A layout's sizes come from its config files; PersonaLive's own networks have none in the release, so a layout
 may carry ``personalive/config.json`` (written by ``weights init-random``; schema: ``extra``,
-``unet_additional_kwargs``, ``noise_scheduler_kwargs``, like the oracle's ``oracle_config.json``). Without it the
+``unet_additional_kwargs``, like the oracle's ``oracle_config.json``; other keys are ignored). Without it the
 full defaults apply.
 """
 
@@ -117,16 +118,6 @@ UNET_ADDITIONAL_KWARGS: dict = {
     },
 }
 
-NOISE_SCHEDULER_KWARGS: dict = {
-    "beta_start": 0.00085,
-    "beta_end": 0.02,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-    "timestep_spacing": "trailing",
-}
-
 # constructor kwargs of the networks that have no config file in the release
 EXTRA_FULL: dict = {
     "width": 512,
@@ -189,24 +180,9 @@ class ModelSizes:
     motion_extractor: dict = field(default_factory=dict)
     motion_encoder: dict = field(default_factory=dict)
     unet_additional_kwargs: dict = field(default_factory=lambda: copy.deepcopy(UNET_ADDITIONAL_KWARGS))
-    noise_scheduler_kwargs: dict = field(default_factory=lambda: copy.deepcopy(NOISE_SCHEDULER_KWARGS))
     width: int = 512
     height: int = 512
     source: str = "full-size defaults"  # which file described the PersonaLive networks
-
-    @property
-    def pose_guider_stages(self) -> int:
-        """Stride-2 stages of the pose guider: canvas size = latent size * 2 ** stages."""
-        channels = self.pose_guider.get("block_out_channels", (16, 32, 96, 256))
-        return len(channels) - 1
-
-    @property
-    def latent_channels(self) -> int:
-        return int(self.vae.get("latent_channels", 4))
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.get("block_out_channels", [0] * 4)) - 1)
 
     def personalive_config(self) -> dict:
         """The ``personalive/config.json`` document describing these sizes."""
@@ -219,5 +195,4 @@ class ModelSizes:
                 "motion_encoder": self.motion_encoder,
             },
             "unet_additional_kwargs": self.unet_additional_kwargs,
-            "noise_scheduler_kwargs": self.noise_scheduler_kwargs,
         }

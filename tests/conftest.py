@@ -33,9 +33,7 @@ def pytest_collection_modifyitems(config, items):
         if "tensorrt" in item.keywords and not (has_trt and has_cuda):
             item.add_marker(pytest.mark.skip(reason="needs the tensorrt package and a CUDA GPU"))
         if "oracle" in item.keywords and not ORACLE_TINY.is_dir():
-            item.add_marker(
-                pytest.mark.skip(reason="no upstream oracle bundle (.oracle/out/oracle-tiny): see ../shared/oracle")
-            )
+            item.add_marker(pytest.mark.skip(reason="no upstream oracle bundle in .oracle/out/oracle-tiny"))
 
 
 @pytest.fixture
@@ -46,6 +44,6 @@ def oracle_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Tiny random weights (seed 0) in the official layout, written once per test session; do not modify."""
-    from personalive.weights import init_random_weights
+    from personalive.random_weights import init_random_weights
 
     return init_random_weights(tmp_path_factory.mktemp("tiny_weights") / "pretrained_weights", "tiny", seed=0)

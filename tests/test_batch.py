@@ -12,7 +12,7 @@ from media.synth import FakeAnimator, fake_loader, make_video, probe
 from PIL import Image
 from typer.testing import CliRunner
 
-from personalive import jobs
+from personalive import batch, jobs
 from personalive.cli import app
 from personalive.errors import ConfigError, InputError
 from personalive.manifest import read_manifest
@@ -185,6 +185,6 @@ def test_bad_manifests(tmp_path):
     with pytest.raises(InputError, match="CSV row 1 has 4 columns"):
         read_manifest(tmp_path / "m.csv")
     with pytest.raises(ConfigError, match="cannot change per job"):
-        jobs.check_job_overrides({"generation.height": 256}, "job 0")
+        batch.check_job_overrides({"generation.height": 256}, "job 0")
     result = run("batch", tmp_path / "nope.yaml")
     assert result.exit_code == 2 and "manifest not found" in result.output

@@ -75,7 +75,7 @@ def test_layout_has_the_release_file_names(tiny_layout):
 @torch.no_grad()
 def test_round_trip_loads_strictly_and_runs(tiny_layout, loaded):
     models = loaded
-    assert models.sizes.width == 128 and models.sizes.pose_guider_stages == 5
+    assert models.sizes.width == 128 and models.pose_guider.downscale_factor == 2**5
     assert len(models.weights_hash) == 64 and models.weights_hash == weights_hash(tiny_layout)
     saved = torch.load(tiny_layout / "personalive/pose_guider.pth", weights_only=True)
     for key, value in models.pose_guider.state_dict().items():

@@ -1,34 +1,35 @@
-"""Runners of the per-window step (one contract): eager, torch.compile and TensorRT."""
+"""Runners of the window step (the contract of :mod:`personalive.pipeline.window`): one table, name -> class.
+
+Each class named here has
+
+* ``name``: its key in :data:`BACKENDS` (the value of ``runtime.backend``);
+* ``networks``: the PyTorch networks it runs itself (``load_models`` loads these plus the pipeline's own,
+  :data:`personalive.pipeline.animate.PIPELINE_NETWORKS`), e.g. none for a compiled engine;
+* ``check_available(device)``: raises a :class:`~personalive.errors.PersonaLiveError` when this machine cannot run
+  it (missing package, no GPU), before any network is loaded;
+* ``from_models(models, config, device, engine=None)``: the step for a loaded model set (``engine``: an artifact
+  path, for backends that run one).
+
+Classes are named as ``"module:Class"`` and imported on use, so choosing a backend never imports another's
+dependencies, and importing this package imports nothing. A new backend is one module plus one entry here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
-BACKEND_NAMES = ("eager", "compile", "tensorrt")
+BACKENDS: dict[str, str] = {
+    "eager": "personalive.backends.eager:EagerWindowStep",
+    "compile": "personalive.backends.compiled:CompiledWindowStep",
+    "tensorrt": "personalive.backends.tensorrt.runtime:TensorRTStep",
+}
 
 
-def make_step(models: Any, config: Any, device: Any, dtype: Any, backend: str, engine_path: Any = None) -> Any:
-    """The :class:`~personalive.backends.base.WindowStep` named ``backend`` for a loaded model set.
-
-    ``eager`` and ``compile`` wrap :class:`personalive.pipeline.window.WindowStepModule`; ``tensorrt`` loads the
-    engine at ``engine_path`` (or the default one for these weights and config) through
-    :mod:`personalive.backends.tensorrt.runtime`. Imports are lazy: choosing a backend never imports another's
-    dependencies. ``dtype`` is the models' (the module runs in the dtype its weights were loaded in).
-    """
+def backend_class(name: str) -> type:
+    """The class of backend ``name`` (imported now)."""
     from personalive.errors import ConfigError
 
-    if backend == "eager":
-        from personalive.backends.eager import EagerWindowStep
-
-        return EagerWindowStep.from_models(models, config)
-    if backend == "compile":
-        from personalive.backends.compiled import CompiledWindowStep
-
-        return CompiledWindowStep.from_models(models, config)
-    if backend == "tensorrt":
-        import torch
-
-        from personalive.backends.tensorrt.runtime import TensorRTStep
-
-        return TensorRTStep(engine_path, models, config, torch.device(device))
-    raise ConfigError(f"runtime.backend={backend!r}: expected one of {', '.join(BACKEND_NAMES)}")
+    if name not in BACKENDS:
+        raise ConfigError(f"runtime.backend={name!r}: expected one of {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

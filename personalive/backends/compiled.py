@@ -1,17 +1,23 @@
-"""The torch.compile backend: the same window-step module, compiled once per shape of the reference features.
+"""The torch.compile backend: the same window-step module, compiled once.
 
-Only the reference features' token axis is dynamic (it grows by one reference image per history keyframe);
-everything else has the static shapes of the config, which lets inductor specialise the UNet.
+Only the reference features' token axis is dynamic (it grows by one reference image per history keyframe), so
+adding a keyframe does not recompile; everything else has the static shapes of the config, which lets inductor
+specialise the UNet.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from personalive.backends.eager import EagerWindowStep
 from personalive.pipeline.window import WindowStepModule, build_window_module
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from personalive.config import RunConfig
 
 
 class CompiledWindowStep(EagerWindowStep):
@@ -25,8 +31,10 @@ class CompiledWindowStep(EagerWindowStep):
         self.compiled = torch.compile(self.module, mode=mode, fullgraph=fullgraph, dynamic=False)
 
     @classmethod
-    def from_models(cls, models: Any, config: Any, mode: str | None = None) -> CompiledWindowStep:
-        return cls(build_window_module(models, config), mode=mode)
+    def from_models(
+        cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
+    ) -> CompiledWindowStep:
+        return cls(build_window_module(models, config))
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for name in self.feature_names:

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from personalive.backends.base import OUTPUT_NAMES
-from personalive.pipeline.window import WindowStepModule, build_window_module
+from personalive.errors import PersonaLiveError
+from personalive.pipeline.window import OUTPUT_NAMES, WINDOW_STEP_NETWORKS, WindowStepModule, build_window_module
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from personalive.config import RunConfig
 
 
 class EagerWindowStep:
-    """A :class:`~personalive.backends.base.WindowStep` that runs :class:`WindowStepModule` eagerly."""
+    """A :class:`~personalive.pipeline.window.WindowStep` that runs :class:`WindowStepModule` eagerly."""
 
     name = "eager"
+    networks: tuple[str, ...] = WINDOW_STEP_NETWORKS
 
     def __init__(self, module: WindowStepModule) -> None:
         self.module = module.eval()
 
     @classmethod
-    def from_models(cls, models: Any, config: Any) -> EagerWindowStep:
+    def check_available(cls, device: torch.device) -> None:
+        """Plain PyTorch runs wherever the models do."""
+
+    @classmethod
+    def from_models(
+        cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
+    ) -> EagerWindowStep:
         return cls(build_window_module(models, config))
 
     @property
@@ -33,8 +45,6 @@ class EagerWindowStep:
     def _run(self, module: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
-            from personalive.errors import PersonaLiveError
-
             raise PersonaLiveError(f"window step inputs lack {missing}: pass every name of window_input_names()")
         with torch.inference_mode():
             outputs = module(*(inputs[n] for n in self.input_names))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from personalive.config import CROP_MODES
+from personalive.config import CropMode
 
 
 def crop_box(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int, int, int]:
@@ -37,8 +37,9 @@ def fit_to_model(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """(h, w, 3) uint8 -> (height, width, 3) uint8 tensor on ``device``, by ``mode`` (center | pad | stretch)."""
-    if mode not in CROP_MODES:
-        raise ValueError(f"crop mode {mode!r}: expected one of {', '.join(CROP_MODES)}")
+    choices = [m.value for m in CropMode]
+    if mode not in choices:
+        raise ValueError(f"crop mode {mode!r}: expected one of {', '.join(choices)}")
     if isinstance(frame, np.ndarray) and not frame.flags.writeable:
         frame = frame.copy()  # torch refuses to share read-only numpy buffers (PIL and FFmpeg hand those out)
     image = torch.as_tensor(frame).to(device)

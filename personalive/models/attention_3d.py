@@ -26,10 +26,14 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(n, length, heads, inner // heads).transpose(1, 2)
 
 
-def _per_frame(x: torch.Tensor, num_frames: int) -> torch.Tensor:
-    # (B, R, D) -> (B*F, R, D): the same tokens for every frame of a batch element
-    b, r, d = x.shape
-    return x.unsqueeze(1).expand(b, num_frames, r, d).reshape(b * num_frames, r, d)
+def per_frame(tokens: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, L, D) -> (B*F, L, D), each batch element repeated for its frames.
+
+    expand + reshape rather than ``repeat_interleave``: under ONNX tracing ``frames`` becomes a tensor and
+    ``repeat_interleave`` builds its index on the CPU, which breaks a CUDA export (seen on the H100).
+    """
+    batch = tokens.shape[0]
+    return tokens.unsqueeze(1).expand(batch, frames, *tokens.shape[1:]).reshape(batch * frames, *tokens.shape[1:])
 
 
 def multihead_attention(
@@ -50,8 +54,8 @@ def multihead_attention(
     key, value = attn.to_k(source), attn.to_v(source)
     if reference is not None:
         reference = reference.to(hidden_states.dtype)
-        key = torch.cat([key, _per_frame(attn.to_k(reference), num_frames)], dim=1)
-        value = torch.cat([value, _per_frame(attn.to_v(reference), num_frames)], dim=1)
+        key = torch.cat([key, per_frame(attn.to_k(reference), num_frames)], dim=1)
+        value = torch.cat([value, per_frame(attn.to_v(reference), num_frames)], dim=1)
     heads = attn.heads
     out = F.scaled_dot_product_attention(
         _split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads)

@@ -18,6 +18,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
 from personalive.errors import ConfigError, PersonaLiveError
+from personalive.models.attention_3d import per_frame
 from personalive.models.motion_module import MotionAttention
 from personalive.models.reference_features import reference_feature_specs, transformer_layout
 from personalive.models.unet_3d_blocks import BlockSettings, DownBlock3D, FrameContext, MidBlock3D, UpBlock3D
@@ -149,7 +150,7 @@ class DenoisingUNet(nn.Module):
         t_emb = self.time_proj(self._frame_timesteps(timestep, batch, frames)).to(dtype)
         ctx = FrameContext(
             temb=self.time_embedding(t_emb),
-            image_tokens=_per_frame(encoder_hidden_states.to(dtype), frames),
+            image_tokens=per_frame(encoder_hidden_states.to(dtype), frames),
             motion_tokens=motion_hidden_states.to(dtype).reshape(batch * frames, *motion_hidden_states.shape[2:]),
             num_frames=frames,
         )
@@ -268,13 +269,3 @@ def build_denoising_unet(unet_config: dict, unet_additional_kwargs: dict) -> Den
 def motion_cross_attention_modules(model: nn.Module) -> list[Attention]:
     """The motion modules' cross-attentions to the motion tokens (the only consumers of those tokens)."""
     return [m for m in model.modules() if isinstance(m, MotionAttention) and m.is_cross_attention]
-
-
-def _per_frame(tokens: torch.Tensor, frames: int) -> torch.Tensor:
-    """(B, L, D) -> (B*F, L, D), each batch element repeated for its frames.
-
-    expand + reshape rather than ``repeat_interleave``: under ONNX tracing ``frames`` becomes a tensor and
-    ``repeat_interleave`` builds its index on the CPU, which breaks a CUDA export (seen on the H100).
-    """
-    batch = tokens.shape[0]
-    return tokens.unsqueeze(1).expand(batch, frames, *tokens.shape[1:]).reshape(batch * frames, *tokens.shape[1:])

@@ -4,9 +4,9 @@ canonical implicit keypoints, head pose and translation/scale of a face), which 
 
 The network is pure: :meth:`MotionExtractor.forward` returns the raw detector outputs. Turning them into driving
 keypoints (softmax over pose bins, rotation, relative motion to the reference and first frame, interpolation) is the
-pipeline's job (:mod:`personalive.pipeline.conditioning`). Upstream's class also carries those helpers (``get_kp``,
-``get_kps``, ``interpolate_kps*``); only :meth:`headpose_to_degrees`, which uses this network's ``idx_tensor``
-buffer, is kept here. ``motion_extractor.pth`` keys: ``detector.*`` + ``idx_tensor``.
+pipeline's job (:mod:`personalive.pipeline.keypoints`, e.g. ``head_pose_degrees``). Upstream's class also carries
+those helpers (``get_kp``, ``get_kps``, ``interpolate_kps*``). ``motion_extractor.pth`` keys: ``detector.*`` +
+``idx_tensor`` (the bin indices, kept so the checkpoint loads strictly).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from torch import nn
 
 from personalive.models.convnextv2 import NUM_POSE_BINS, ConvNeXtV2
 
-# backbone name -> (depths, dims); "convnextv2_oracle" is the oracle's tiny variant that takes them as kwargs
+# backbone name -> (depths, dims); any other name (the oracle's tiny preset says "convnextv2_oracle") needs both
+# passed as arguments
 BACKBONES = {"convnextv2_tiny": ((3, 3, 9, 3), (96, 192, 384, 768))}
-POSE_BIN_DEGREES = 3.0  # LivePortrait: degree = 3 * E[bin] - 97.5
-POSE_BIN_OFFSET = 97.5
 
 
 class MotionExtractor(nn.Module):
@@ -49,8 +48,3 @@ class MotionExtractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.detector(images.to(self.dtype))
-
-    def headpose_to_degrees(self, logits: torch.Tensor) -> torch.Tensor:
-        """Pose-bin logits (N, 66) -> angles (N,) in degrees: softmax expectation over bins, 3 * E - 97.5."""
-        prob = torch.softmax(logits, dim=1)
-        return (prob @ self.idx_tensor.to(prob.dtype)) * POSE_BIN_DEGREES - POSE_BIN_OFFSET

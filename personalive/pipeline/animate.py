@@ -27,28 +27,39 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from personalive.backends.base import STATE_INPUT_NAMES
-from personalive.pipeline import conditioning as C
-from personalive.pipeline import keypoints as K
+from personalive.pipeline import conditioning, keypoints
 from personalive.pipeline.keyframes import KeyframeBank, append_keyframe
 from personalive.pipeline.reference import ReferenceState, feature_extractor, fuse_reference, reference_pixels
 from personalive.pipeline.scheduler import StaggeredDDIM
-from personalive.pipeline.window import model_sizes, window_input_names
+from personalive.pipeline.window import WindowStep, tensor_sizes
+
+if TYPE_CHECKING:
+    from personalive.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
 NoiseSource = Callable[[tuple[int, ...]], torch.Tensor]
+# the networks the pipeline runs itself, outside the window step: reference fusion (CLIP, VAE encoder, reference
+# UNet, motion extractor and encoder), driving keypoints, start-up pose features and motion tokens, keyframes
+PIPELINE_NETWORKS: tuple[str, ...] = (
+    "image_encoder",
+    "vae",
+    "reference_unet",
+    "motion_extractor",
+    "motion_encoder",
+    "pose_guider",
+)
 
 
 @dataclass
 class DrivingInputs:
     """Prepared driving frames: motion-extractor output (each (F, ...)) and face crops (F, 3, 224, 224) in [-1, 1]."""
 
-    info: K.KeypointInfo
+    info: keypoints.KeypointInfo
     faces: torch.Tensor
 
     def __len__(self) -> int:
@@ -66,10 +77,10 @@ class DrivingInputs:
 @torch.no_grad()
 def prepare_driving(models: Any, frames01: torch.Tensor, height: int, width: int, min_face_box: int) -> DrivingInputs:
     """(F, 3, H', W') in [0, 1] on the device -> keypoint info and keypoint-box face crops at the model resolution."""
-    images = C.resize(frames01, height, width)
-    info = models.motion_extractor(C.keypoint_pixels(images))
-    boxes = K.face_boxes(K.driving_keypoints(info), height, width, min_face_box)
-    return DrivingInputs(info, C.crop_faces(images * 2 - 1, boxes))
+    images = conditioning.resize(frames01, height, width)
+    info = models.motion_extractor(conditioning.keypoint_pixels(images))
+    boxes = keypoints.face_boxes(keypoints.driving_keypoints(info), height, width, min_face_box)
+    return DrivingInputs(info, conditioning.crop_faces(images * 2 - 1, boxes))
 
 
 @dataclass
@@ -84,28 +95,21 @@ class AnimatorStats:
     keyframes_added: int = 0
     keyframe_windows: list[int] = field(default_factory=list)
 
-    @property
-    def vae_decode(self) -> float:  # decoded inside the window step; reported there
-        return 0.0
-
 
 class Animator:
-    """Streaming PersonaLive generation over one :class:`~personalive.backends.base.WindowStep`."""
+    """Streaming PersonaLive generation over one :class:`~personalive.pipeline.window.WindowStep`.
 
-    def __init__(
-        self, models: Any, config: Any, device: torch.device, dtype: torch.dtype, step: Any | None = None
-    ) -> None:
-        self.models, self.config = models, config
-        self.device, self.dtype = torch.device(device), dtype
+    ``models`` is a loaded model set (``personalive.weights.ModelSet``) holding at least
+    :data:`PIPELINE_NETWORKS`; the pipeline runs on its ``device`` in its ``dtype``.
+    """
+
+    def __init__(self, models: Any, config: RunConfig, step: WindowStep) -> None:
+        self.models, self.config, self.step = models, config, step
+        self.device, self.dtype = torch.device(models.device), models.dtype
         self.gen = config.generation
-        self.sizes = model_sizes(models, config)
+        self.sizes = tensor_sizes(models, config)
         self.scheduler = StaggeredDDIM(config.scheduler, config.generation)
-        if step is None:
-            from personalive.backends.eager import EagerWindowStep
-
-            step = EagerWindowStep.from_models(models, config)
-        self.step = step
-        self.feature_names = window_input_names(models, config)[len(STATE_INPUT_NAMES) :]
+        self.feature_names = list(step.feature_names)
         self.stats = AnimatorStats()
 
     @property
@@ -143,7 +147,9 @@ class Animator:
 
     def _prepare(self, chunk: list[torch.Tensor]) -> DrivingInputs:
         start = time.perf_counter()
-        frames01 = C.to_nchw(torch.stack([f.to(self.device, non_blocking=True) for f in chunk]), self.device)
+        frames01 = conditioning.to_nchw(
+            torch.stack([f.to(self.device, non_blocking=True) for f in chunk]), self.device
+        )
         out = prepare_driving(self.models, frames01, self.gen.height, self.gen.width, self.gen.min_face_box)
         self.stats.conditioning += time.perf_counter() - start
         return out
@@ -160,7 +166,7 @@ class Animator:
         w = self.gen.window
         pad = self.scheduler.padding_frames
         draw = noise_source or self._generator_noise(generator)
-        run = _Run(self, reference, draw)
+        run = _StreamState(self, reference, draw)
         history: deque[DrivingInputs] = deque(maxlen=pad + w)  # the last frames, for the reflected tail
         pending: list[DrivingInputs] = []
         count = 0
@@ -171,7 +177,7 @@ class Animator:
                 pending.append(item)
                 count += 1
                 if len(pending) == w:
-                    yield from run.window(DrivingInputs.cat(pending), count, last=False)
+                    yield from run.window(DrivingInputs.cat(pending), last=False)
                     pending = []
         if count == 0:
             return
@@ -181,7 +187,7 @@ class Animator:
         padding = [buffered[max(2 * count - 2 - j, 0) - first_kept] for j in range(count, total)]
         for k in range(0, len(pending + padding), w):
             window = (pending + padding)[k : k + w]
-            yield from run.window(DrivingInputs.cat(window), count, last=k + w >= len(pending + padding), total=count)
+            yield from run.window(DrivingInputs.cat(window), last=k + w >= len(pending + padding), total=count)
 
     def _generator_noise(self, generator: torch.Generator | None) -> NoiseSource:
         if generator is None:
@@ -194,11 +200,11 @@ class Animator:
         return draw
 
 
-class _Run:
+class _StreamState:
     """The mutable state of one streamed run (latents window, features, keyframe bank, window counter)."""
 
     def __init__(self, animator: Animator, reference: ReferenceState, draw: NoiseSource) -> None:
-        self.an, self.ref, self.draw = animator, reference, draw
+        self.animator, self.ref, self.draw = animator, reference, draw
         self.gen, self.sched = animator.gen, animator.scheduler
         self.features = list(reference.features)
         g = self.gen
@@ -218,81 +224,81 @@ class _Run:
         noise = self.draw(tuple(latents.shape)).to(latents.device, latents.dtype)
         return self.sched.add_noise(latents, noise, timesteps)
 
-    def _canvases(self, keypoints: torch.Tensor) -> torch.Tensor:
-        s = self.an.sizes
-        canvas = K.draw_keypoints(keypoints, s["canvas_height"], s["canvas_width"], self.an.dtype)
+    def _canvases(self, points: torch.Tensor) -> torch.Tensor:
+        s = self.animator.sizes
+        canvas = keypoints.draw_keypoints(points, s["canvas_height"], s["canvas_width"], self.animator.dtype)
         return canvas.permute(1, 0, 2, 3)[None]  # (1, 3, F, Hc, Wc)
 
     def _start(self, inputs: DrivingInputs) -> None:
         """Window 0's state: start-up latents, pose features and motion tokens of the P padding frames."""
-        g, models, ref = self.gen, self.an.models, self.ref
+        g, models, ref = self.gen, self.animator.models, self.ref
         pad = self.sched.padding_frames
         self.first = {k: v[:1] for k, v in inputs.info.items()}
         startup_latents = self._noised_reference(self.sched.startup_timesteps())
         new_latents = self._noised_reference(torch.tensor([self.sched.t_max] * g.window))
-        kps = K.startup_keypoints(ref.keypoint_info, self.first, pad, g.translation_scale, g.use_reference_scale)
-        pose_fea = models.pose_guider(self._canvases(kps)).to(self.an.dtype)
-        first_motion = models.motion_encoder(inputs.faces[:1, :, None].to(self.an.dtype))
-        motion = C.lerp_frames(ref.motion, first_motion.to(ref.motion.dtype), pad)
+        kps = keypoints.startup_keypoints(
+            ref.keypoint_info, self.first, pad, g.translation_scale, g.use_reference_scale
+        )
+        pose_fea = models.pose_guider(self._canvases(kps)).to(self.animator.dtype)
+        first_motion = models.motion_encoder(inputs.faces[:1, :, None].to(self.animator.dtype))
+        motion = conditioning.lerp_frames(ref.motion, first_motion.to(ref.motion.dtype), pad)
         self.state = {
             "latents": torch.cat([startup_latents, new_latents], dim=2),
             "pose_cond_fea": pose_fea,
             "motion_hidden_states": motion,
         }
 
-    def window(
-        self, inputs: DrivingInputs, count: int, last: bool, total: int | None = None
-    ) -> Iterator[torch.Tensor]:
-        an, g = self.an, self.gen
+    def window(self, inputs: DrivingInputs, last: bool, total: int | None = None) -> Iterator[torch.Tensor]:
+        """Run one window; yield the frames it emits (at most ``total`` frames over the whole stream)."""
+        animator, g = self.animator, self.gen
         start = time.perf_counter()
         if self.index == 0:
             self._start(inputs)
-        kps = K.animated_keypoints(
+        kps = keypoints.animated_keypoints(
             self.ref.keypoint_info, self.first, inputs.info, g.translation_scale, g.use_reference_scale
         )
         step_inputs = dict(self.state)
         step_inputs["pose"] = self._canvases(kps)
-        step_inputs["motion"] = inputs.faces.permute(1, 0, 2, 3)[None].to(an.dtype)
+        step_inputs["motion"] = inputs.faces.permute(1, 0, 2, 3)[None].to(animator.dtype)
         step_inputs["encoder_hidden_states"] = self.ref.embeddings
         if last:  # nothing follows: the shifted window is discarded, so draw no noise for it
             step_inputs["new_latents"] = torch.zeros_like(self.state["latents"][:, :, : g.window])
         else:
             step_inputs["new_latents"] = self._noised_reference(torch.tensor([self.sched.t_max] * g.window))
-        for spec_name, feature in zip(an.feature_names, self.features, strict=True):
+        for spec_name, feature in zip(animator.feature_names, self.features, strict=True):
             step_inputs[spec_name] = feature
-        an.stats.conditioning += time.perf_counter() - start
+        animator.stats.conditioning += time.perf_counter() - start
         start = time.perf_counter()
-        out = an.step(step_inputs)
+        out = animator.step(step_inputs)
         self.state = {
             "latents": out["next_latents"],
             "pose_cond_fea": out["next_pose_cond_fea"],
             "motion_hidden_states": out["next_motion_hidden_states"],
         }
-        propose = self.bank.propose(out["new_motion_hidden_states"]) if self.bank.active(self.index) else None
+        is_keyframe = self.bank.propose(out["new_motion_hidden_states"]) if self.bank.active(self.index) else None
         frames = None
         if self.index >= g.adaptive_steps - 1:
             frames = out["frames"][0].float().cpu()  # the one host sync per window: hand the frames out
-        an.stats.denoising += time.perf_counter() - start
-        if propose is not None and bool(propose):
+        animator.stats.denoising += time.perf_counter() - start
+        if is_keyframe is not None and bool(is_keyframe):
             self._add_keyframe(out)
         self.index += 1
-        an.stats.windows += 1
+        animator.stats.windows += 1
         if frames is not None:
-            limit = total if total is not None else None
             for f in frames:
-                if limit is not None and self.emitted >= limit:
+                if total is not None and self.emitted >= total:
                     break
                 self.emitted += 1
-                an.stats.frames += 1
+                animator.stats.frames += 1
                 yield f
 
     def _add_keyframe(self, out: dict[str, torch.Tensor]) -> None:
         start = time.perf_counter()
         self.bank.accept(out["new_motion_hidden_states"])
         clean = out["clean_latents"][:, :, 0]  # (1, 4, h, w): the frame this window emitted
-        keyframe = feature_extractor(self.an.models)(clean, self.ref.embeddings)
+        keyframe = feature_extractor(self.animator.models)(clean, self.ref.embeddings)
         self.features = append_keyframe(self.features, keyframe)
-        self.an.stats.keyframes_added += 1
-        self.an.stats.keyframe_windows.append(self.index)
-        self.an.stats.keyframes += time.perf_counter() - start
+        self.animator.stats.keyframes_added += 1
+        self.animator.stats.keyframe_windows.append(self.index)
+        self.animator.stats.keyframes += time.perf_counter() - start
         logger.debug("history keyframe added in window %d (%d so far)", self.index, self.bank.added)

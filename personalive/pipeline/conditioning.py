@@ -80,11 +80,12 @@ def crop_faces(images: torch.Tensor, boxes: torch.Tensor, size: int = FACE_CROP_
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def lerp_frames(start: torch.Tensor, end: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` frames from ``start`` toward ``end`` along dim 1, excluding ``end``: (B, 1, ...) -> (B, count, ...).
+def lerp_frames(start: torch.Tensor, end: torch.Tensor, count: int, dim: int = 1) -> torch.Tensor:
+    """``count`` steps from ``start`` toward ``end`` along ``dim`` (size 1 there), excluding ``end``.
 
-    Upstream ``interpolate_tensors(a, b, num=count + 1)[:, :-1]`` (the start-up motion tokens).
+    (B, 1, ...) -> (B, count, ...) for ``dim=1``: upstream ``interpolate_tensors(a, b, num=count + 1)[:, :-1]``,
+    weights ``linspace(0, 1, count + 1)[:-1]``, ``(1 - a) x + a y`` (the start-up motion tokens and keypoints).
     """
     alphas = torch.linspace(0, 1, count + 1, device=start.device, dtype=start.dtype)[:-1]
-    alphas = alphas.view(1, -1, *([1] * (start.dim() - 2)))
+    alphas = alphas.view(*([1] * dim), -1, *([1] * (start.dim() - dim - 1)))
     return (1 - alphas) * start + alphas * end

@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from personalive.pipeline.conditioning import lerp_frames
+
 KeypointInfo = dict[str, torch.Tensor]  # detector output: pitch, yaw, roll (B, 66), t (B, 3), scale (B, 1), kp (B, 63)
 
 # The 7 of LivePortrait's 21 implicit keypoints that upstream draws and boxes (src/utils/util.py, draw_keypoints
@@ -41,8 +43,6 @@ HEAD_POSE_OFFSET_DEGREES = 97.5
 FACE_BOX_SCALE = 1.7
 FACE_BOX_NEAR = 0.95
 FACE_BOX_FAR = 1.05
-
-INFO_KEYS = ("pitch", "yaw", "roll", "t", "scale", "kp")
 
 
 def head_pose_degrees(logits: torch.Tensor) -> torch.Tensor:
@@ -114,16 +114,6 @@ def animated_keypoints(
     return pose_keypoints(kp, p["pitch"], p["yaw"], p["roll"], p["t"], p["scale"])
 
 
-def lerp_sequence(start: torch.Tensor, end: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` points from ``start`` toward ``end`` (B=1 leading dim), excluding ``end``: (count, ...).
-
-    Same weights as upstream ``interpolate_tensors``: ``linspace(0, 1, count + 1)[:-1]``, ``(1 - a) x + a y``.
-    """
-    alphas = torch.linspace(0, 1, count + 1, device=start.device, dtype=start.dtype)[:-1]
-    alphas = alphas.view(-1, *([1] * (start.dim() - 1)))
-    return (1 - alphas) * start + alphas * end
-
-
 def startup_keypoints(
     reference: KeypointInfo,
     first: KeypointInfo,
@@ -143,7 +133,7 @@ def startup_keypoints(
     end = relative_parameters(
         reference, first, {k: v[:1] for k, v in first.items()}, translation_scale, use_reference_scale
     )
-    p = {k: lerp_sequence(start[k], end[k], count) for k in start}
+    p = {k: lerp_frames(start[k], end[k], count, dim=0) for k in start}
     kp = reference["kp"][:1].expand(count, -1)
     return pose_keypoints(kp, p["pitch"], p["yaw"], p["roll"], p["t"], p["scale"])
 

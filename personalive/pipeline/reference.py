@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from personalive.pipeline import conditioning as C
+from personalive.pipeline import conditioning
 from personalive.pipeline.keypoints import KeypointInfo, driving_keypoints, face_boxes
 
 
@@ -57,11 +57,13 @@ class ReferencePixels:
 
 def reference_pixels(image: torch.Tensor, height: int, width: int, device: torch.device) -> ReferencePixels:
     """(H, W, 3) uint8 reference (already square) -> the preprocessed inputs of :func:`fuse_reference`."""
-    image01 = C.to_nchw(image, device)
-    mean, std = C.clip_normalization()
-    model_res = C.resize(image01, height, width)
+    image01 = conditioning.to_nchw(image, device)
+    mean, std = conditioning.clip_normalization()
+    model_res = conditioning.resize(image01, height, width)
     return ReferencePixels(
-        clip=C.clip_pixels(image01, mean, std), vae=model_res * 2 - 1, keypoints=C.keypoint_pixels(image01)
+        clip=conditioning.clip_pixels(image01, mean, std),
+        vae=model_res * 2 - 1,
+        keypoints=conditioning.keypoint_pixels(image01),
     )
 
 
@@ -81,6 +83,6 @@ def fuse_reference(models: Any, pixels: ReferencePixels, dtype: torch.dtype, min
     if face is None:
         height, width = pixels.vae.shape[-2:]
         boxes = face_boxes(driving_keypoints(info), height, width, min_face_box)
-        face = C.crop_faces(pixels.vae, boxes)
+        face = conditioning.crop_faces(pixels.vae, boxes)
     motion = models.motion_encoder(face[:, :, None].to(dtype))  # (1, 1, 32, 16)
     return ReferenceState(embeddings, latents, features, info, motion.to(dtype))

@@ -9,24 +9,108 @@ One call takes the stream's state after window ``i - 1`` and the new frames' con
 3. decodes the ``W`` oldest frames, which reached t=0, with the VAE;
 4. shifts the window: drops those frames and appends ``new_latents`` (the next window's noised latents).
 
-Inputs and outputs, by name and shape, are the contract of :mod:`personalive.backends.base`. The timesteps are
-constants of the module (buffers derived from the config), not inputs.
+The timesteps are constants of the module (buffers derived from the config), not inputs.
+
+The window-step contract (every backend runs it; the pipeline owns it)
+----------------------------------------------------------------------
+
+Every input and output is a tensor with a fixed name, so the same inputs can be bound by name to a TensorRT
+engine, fed to onnxruntime, or passed as keyword arguments to the PyTorch module.
+
+Inputs (B = 1, W = window, A = adaptive_steps, P = (A - 1) * W, h, w = latent size, H, W_img = image size):
+
+=========================  ====================================  =============================================
+name                       shape                                 what it is
+=========================  ====================================  =============================================
+``latents``                (B, 4, A*W, h, w)                     noisy latents, oldest (t lowest) first
+``pose_cond_fea``          (B, C0, P, h, w)                      pose-guider features of the P older frames
+``pose``                   (B, 3, W, Hc, Wc) in [0, 1]           keypoint canvases of the W new frames
+``motion_hidden_states``   (B, P, 32, 16)                        motion tokens of the P older frames
+``motion``                 (B, 3, W, 224, 224) in [-1, 1]        face crops of the W new frames
+``encoder_hidden_states``  (B, 1, D)                             CLIP image embedding of the reference
+``new_latents``            (B, 4, W, h, w)                       next window's fresh latents (noised at t_max)
+``ref_<block>`` x 16       (B, L_i * (1 + K), C_i)               reference features (K history keyframes)
+=========================  ====================================  =============================================
+
+The pose canvas is (Hc, Wc) = (h, w) * 2 ** (stride-2 stages of the pose guider): the image size for the
+released guider (8x), 512 for the oracle's tiny guider at 128x128 (32x); see upstream deviation 3.
+
+The reference-feature names, their order and their shapes come from one function,
+:func:`personalive.models.reference_features.reference_feature_specs`, used by the model, the export, the
+engine profile and the runtime.
+
+Outputs:
+
+=============================  ============================  =================================================
+``frames``                     (B, W, 3, H, W_img) in [0,1]  the decoded frames that reached t=0 (oldest first)
+``clean_latents``              (B, 4, W, h, w)               their predicted clean latents (keyframe source)
+``next_latents``               (B, 4, A*W, h, w)             the shifted window with ``new_latents`` appended
+``next_pose_cond_fea``         (B, C0, P, h, w)              pose features for the next window
+``next_motion_hidden_states``  (B, P, 32, 16)                motion tokens for the next window
+``new_motion_hidden_states``   (B, W, 32, 16)                the new frames' motion tokens (keyframe bank)
+=============================  ============================  =================================================
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
-from personalive.backends.base import OUTPUT_NAMES, STATE_INPUT_NAMES
+from personalive.models.reference_features import reference_feature_specs
+from personalive.pipeline.conditioning import FACE_CROP_SIZE
 from personalive.pipeline.keypoints import draw_keypoints
 from personalive.pipeline.scheduler import StaggeredDDIM, ddim_step
 
 if TYPE_CHECKING:
     from personalive.config import RunConfig
 
+STATE_INPUT_NAMES: tuple[str, ...] = (
+    "latents",
+    "pose_cond_fea",
+    "pose",
+    "motion_hidden_states",
+    "motion",
+    "encoder_hidden_states",
+    "new_latents",
+)
+OUTPUT_NAMES: tuple[str, ...] = (
+    "frames",
+    "clean_latents",
+    "next_latents",
+    "next_pose_cond_fea",
+    "next_motion_hidden_states",
+    "new_motion_hidden_states",
+)
+
+
+# the networks WindowStepModule runs; a backend that runs the module in PyTorch needs them loaded
+WINDOW_STEP_NETWORKS: tuple[str, ...] = ("pose_guider", "motion_encoder", "denoising_unet", "vae")
+
+
+class WindowStep(Protocol):
+    """Anything that runs one window: ``outputs = step(inputs)``, both dicts of tensors keyed by name.
+
+    ``inputs`` holds every name of :attr:`input_names` (:data:`STATE_INPUT_NAMES` then :attr:`feature_names`,
+    the reference-feature names); the result holds every name of :data:`OUTPUT_NAMES`. Implementations must not
+    keep references to the input tensors after returning (the caller reuses them) and must run on the caller's
+    current CUDA stream. Backends (``personalive.backends.BACKENDS``) also say which PyTorch networks they need
+    (``networks``) and build themselves with ``from_models(models, config, device, engine=None)``.
+    """
+
+    name: ClassVar[str]
+
+    @property
+    def input_names(self) -> list[str]: ...
+
+    @property
+    def feature_names(self) -> list[str]: ...
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+
+NUM_KEYPOINTS = 21  # the motion extractor's implicit keypoints (num_kp of the release)
 MOTION_TOKEN_RMS = 40.0  # typical RMS of the motion encoder's tokens (oracle README); example inputs use it
 
 
@@ -102,9 +186,7 @@ class WindowStepModule(nn.Module):
 
 def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
     """The window step of a loaded model set (``personalive.weights.ModelSet``) for ``config``."""
-    from personalive.models.reference_features import reference_feature_specs
-
-    sizes = model_sizes(models, config)
+    sizes = tensor_sizes(models, config)
     specs = reference_feature_specs(unet_config(models), sizes["latent_height"], sizes["latent_width"])
     module = WindowStepModule(
         models.pose_guider,
@@ -124,7 +206,7 @@ def unet_config(models: Any) -> dict:
     return dict(models.sizes.unet)
 
 
-def model_sizes(models: Any, config: RunConfig) -> dict[str, int]:
+def tensor_sizes(models: Any, config: RunConfig) -> dict[str, int]:
     """Image, latent and pose-canvas sizes for ``config`` (canvas = latent x the pose guider's downscale)."""
     vae_factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
     g = config.generation
@@ -147,9 +229,7 @@ def model_sizes(models: Any, config: RunConfig) -> dict[str, int]:
 
 def window_input_names(models: Any, config: RunConfig) -> list[str]:
     """Input names in ``WindowStepModule.forward`` order: ``STATE_INPUT_NAMES`` then the reference features."""
-    from personalive.models.reference_features import reference_feature_specs
-
-    s = model_sizes(models, config)
+    s = tensor_sizes(models, config)
     specs = reference_feature_specs(unet_config(models), s["latent_height"], s["latent_width"])
     return [*STATE_INPUT_NAMES, *(spec.name for spec in specs)]
 
@@ -168,32 +248,27 @@ def example_window_inputs(
     [-1, 1]; motion tokens at RMS 40 like the motion encoder's; reference features ~ N(0, 1) with
     ``1 + num_keyframes`` reference images' tokens.
     """
-    from personalive.models.reference_features import reference_feature_specs
-
     g = generator if generator is not None else torch.Generator(device).manual_seed(0)
-    s = model_sizes(models, config)
+    s = tensor_sizes(models, config)
     gen = config.generation
     w, p = gen.window, (gen.adaptive_steps - 1) * gen.window
     lh, lw, lc = s["latent_height"], s["latent_width"], s["latent_channels"]
+    face = FACE_CROP_SIZE
 
     def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
         return (torch.randn(shape, generator=g, device=device, dtype=torch.float32) * scale).to(dtype)
 
-    keypoints = (torch.rand((w, 21, 3), generator=g, device=device) * 2 - 1) * 0.8
+    keypoints = (torch.rand((w, NUM_KEYPOINTS, 3), generator=g, device=device) * 2 - 1) * 0.8
     canvas = draw_keypoints(keypoints, s["canvas_height"], s["canvas_width"])  # (W, 3, Hc, Wc)
     inputs = {
         "latents": randn(1, lc, gen.adaptive_steps * w, lh, lw),
         "pose_cond_fea": randn(1, s["pose_channels"], p, lh, lw, scale=0.5),
         "pose": canvas.permute(1, 0, 2, 3)[None].to(dtype),
         "motion_hidden_states": randn(1, p, s["motion_tokens"], s["motion_channels"], scale=MOTION_TOKEN_RMS),
-        "motion": (torch.rand((1, 3, w, 224, 224), generator=g, device=device) * 2 - 1).to(dtype),
+        "motion": (torch.rand((1, 3, w, face, face), generator=g, device=device) * 2 - 1).to(dtype),
         "encoder_hidden_states": randn(1, 1, s["embedding_dim"]),
         "new_latents": randn(1, lc, w, lh, lw),
     }
     for spec in reference_feature_specs(unet_config(models), lh, lw):
         inputs[spec.name] = randn(1, spec.tokens * (1 + num_keyframes), spec.channels)
     return inputs
-
-
-def outputs_by_name(outputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-    return dict(zip(OUTPUT_NAMES, outputs, strict=True))

@@ -8,11 +8,10 @@ import torch
 from typer.testing import CliRunner
 
 from personalive._optional import is_available
-from personalive.backends.base import OUTPUT_NAMES, STATE_INPUT_NAMES
-from personalive.backends.tensorrt import sidecar as sc
-from personalive.backends.tensorrt.commands import verify_engine_command
+from personalive.backends import artifacts
 from personalive.cli import app
 from personalive.errors import InputError
+from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES
 
 SIZE = ["--height", "128", "--width", "128"]
 HAS_TRT = is_available("tensorrt")
@@ -20,7 +19,7 @@ HAS_TRT = is_available("tensorrt")
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from personalive.weights import init_random_weights
+    from personalive.random_weights import init_random_weights
 
     root = tmp_path_factory.mktemp("weights")
     return init_random_weights(root / "a", "tiny", seed=0), init_random_weights(root / "b", "tiny", seed=1)
@@ -32,7 +31,7 @@ def built(weights, tmp_path_factory):
 
     Without TensorRT this is the TensorRT-missing path: the ONNX is written, then exit 2."""
     engines = tmp_path_factory.mktemp("engines")
-    args = ["build-engine", "--weights", str(weights[0]), *SIZE, "--max-keyframes", "3", "--precision", "fp32"]
+    args = ["build-engine", "--weights", str(weights[0]), *SIZE, "--max-keyframes", "3", "--dtype", "fp32"]
     args += ["--device", "cpu", "--set", f"runtime.engine_dir={engines}"]
     if HAS_TRT:
         args.append("--onnx-only")
@@ -48,14 +47,14 @@ def test_without_tensorrt_onnx_is_written_then_exit_2(built):
     assert result.exit_code == 2, result.output
     assert "TensorRT is missing" in result.output and "pip install 'personalive[tensorrt]'" in result.output
     assert str(onnx_path) in result.output.replace("\n", "")
-    assert onnx_path.is_file() and sc.sidecar_path(onnx_path).is_file()
+    assert onnx_path.is_file() and artifacts.sidecar_path(onnx_path).is_file()
 
 
 def test_onnx_graph_names_shapes_and_sidecar(built, weights):
     from personalive.weights import weights_hash
 
     _, onnx_path = built
-    meta = sc.read_sidecar(onnx_path)
+    meta = artifacts.read_sidecar(onnx_path)
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     names = [v.name for v in graph.input]
     assert names[: len(STATE_INPUT_NAMES)] == list(STATE_INPUT_NAMES)
@@ -72,13 +71,19 @@ def test_onnx_graph_names_shapes_and_sidecar(built, weights):
     assert meta.kind == "onnx" and meta.precision == "fp32" and meta.max_keyframes == 3
     assert meta.weights_hash == weights_hash(weights[0])
     assert meta.config["height"] == 128 and meta.config["window"] == 4
-    assert onnx_path.parent.name == sc.artifact_stem(meta.weights_hash, meta.config, "fp32", 3)
+    assert onnx_path.parent.name == artifacts.artifact_stem(meta.weights_hash, meta.config, "fp32", 3)
     assert meta.build_command.startswith("personalive build-engine --weights ")
+    assert meta.build_command.endswith("--max-keyframes 3 --dtype fp32")
 
 
 def test_onnxruntime_equals_pytorch_step_with_0_1_3_keyframes(built, weights):
     _, onnx_path = built
-    result = verify_engine_command(path=onnx_path, weights=weights[0], device="cpu", draws=3)
+    from personalive import engines
+    from personalive.config import load_config
+
+    meta = artifacts.read_artifact_sidecar(onnx_path)
+    options = {**artifacts.artifact_options(meta), "model.weights_dir": str(weights[0]), "runtime.device": "cpu"}
+    result = engines.verify_engine(load_config(None, [], options), onnx_path, meta, draws=3)
     assert result.keyframes == [0, 3, 1]
     assert result.tolerance == 1e-4
     for report in result.reports:

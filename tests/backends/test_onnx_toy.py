@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from personalive.backends.tensorrt import export as ex
-from personalive.backends.tensorrt.verify import OnnxRunner, compare_runs, keyframe_schedule
+from personalive.backends import onnx as ex
+from personalive.backends.onnx import OnnxRunner
+from personalive.backends.verify import compare_runs, keyframe_schedule, reference_cases
+from personalive.errors import ConfigError
 
 TOKENS, CHANNELS = 6, 32  # to_k (4 KB) is big enough to go to external data
 
@@ -64,15 +66,8 @@ def test_named_io_and_only_the_token_axis_dynamic(toy_onnx):
 
 
 def test_onnxruntime_matches_torch_for_every_token_length(toy_onnx):
-    result = compare_runs(
-        OnnxRunner(toy_onnx),
-        _torch_run(Toy()),
-        _inputs,
-        output_names=["out", "pooled"],
-        draws=4,
-        max_keyframes=3,
-        tolerance=1e-5,
-    )
+    cases = reference_cases(_torch_run(Toy()), _inputs, 4, 3, torch.Generator().manual_seed(0))
+    result = compare_runs(OnnxRunner(toy_onnx), cases, output_names=["out", "pooled"], tolerance=1e-5)
     assert result.keyframes == [0, 3, 1, 2]
     assert not result.failed, result.lines()
     assert all(0 < r.rel < 1e-5 or r.max_abs == 0 for r in result.reports)
@@ -80,15 +75,8 @@ def test_onnxruntime_matches_torch_for_every_token_length(toy_onnx):
 
 
 def test_other_weights_fail_the_comparison(toy_onnx):
-    result = compare_runs(
-        OnnxRunner(toy_onnx),
-        _torch_run(Toy(seed=1)),
-        _inputs,
-        output_names=["out", "pooled"],
-        draws=2,
-        max_keyframes=1,
-        tolerance=1e-4,
-    )
+    cases = reference_cases(_torch_run(Toy(seed=1)), _inputs, 2, 1, torch.Generator().manual_seed(0))
+    result = compare_runs(OnnxRunner(toy_onnx), cases, output_names=["out", "pooled"], tolerance=1e-4)
     assert {r.name for r in result.failed} == {"out", "pooled"}
     assert all(r.rel > 1e-2 for r in result.reports)
     assert all(line.endswith("FAIL") for line in result.lines()[1:])
@@ -102,9 +90,8 @@ def test_nan_and_shape_mismatch_fail():
         out["pooled"] = out["pooled"][..., :1]
         return out
 
-    result = compare_runs(
-        bad, _torch_run(Toy()), _inputs, output_names=["out", "pooled"], draws=1, max_keyframes=0, tolerance=1.0
-    )
+    cases = reference_cases(_torch_run(Toy()), _inputs, 1, 0, torch.Generator().manual_seed(0))
+    result = compare_runs(bad, cases, output_names=["out", "pooled"], tolerance=1.0)
     by_name = {r.name: r for r in result.reports}
     assert by_name["out"].nan == 1 and by_name["out"].ref_nan == 0 and by_name["out"].rel == 0
     assert not by_name["out"].passed(1.0)
@@ -144,3 +131,8 @@ def test_token_profile_and_schedule():
     assert ex.token_profile([1, 64, 320], 0) == {"min": [1, 64, 320], "opt": [1, 64, 320], "max": [1, 64, 320]}
     assert keyframe_schedule(3, 0) == [0, 0, 0]
     assert keyframe_schedule(5, 2) == [0, 2, 1, 0, 2]
+
+
+def test_zero_draws_is_a_usage_error():
+    with pytest.raises(ConfigError, match="--draws 0: must be >= 1"):
+        reference_cases(_torch_run(Toy()), _inputs, 0, 0, torch.Generator().manual_seed(0))

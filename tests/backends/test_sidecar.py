@@ -6,29 +6,29 @@ import json
 
 import pytest
 
-from personalive.backends.tensorrt import sidecar as sc
+from personalive.backends import artifacts
 from personalive.config import RunConfig
 from personalive.errors import EngineMismatchError, InputError
 
 
-def _sidecar(**changes) -> sc.Sidecar:
+def _sidecar(**changes) -> artifacts.Sidecar:
     cfg = RunConfig().validate()
-    meta = sc.Sidecar(
+    meta = artifacts.Sidecar(
         kind="tensorrt",
         precision="fp16",
         weights_hash="ab" * 32,
-        config=sc.config_subset(cfg),
+        config=artifacts.config_subset(cfg),
         max_keyframes=3,
         inputs=[
-            sc.TensorSpec("latents", "float16", [1, 4, 16, 64, 64]),
-            sc.TensorSpec(
+            artifacts.TensorSpec("latents", "float16", [1, 4, 16, 64, 64]),
+            artifacts.TensorSpec(
                 "ref_down_0_0",
                 "float16",
                 [1, -1, 320],
                 {"min": [1, 4096, 320], "opt": [1, 8192, 320], "max": [1, 16384, 320]},
             ),
         ],
-        outputs=[sc.TensorSpec("frames", "float16", [1, 4, 3, 512, 512])],
+        outputs=[artifacts.TensorSpec("frames", "float16", [1, 4, 3, 512, 512])],
         personalive_version="0.1.0",
         build_command="personalive build-engine --weights w",
         tensorrt_version="10.3.0",
@@ -42,9 +42,9 @@ def _sidecar(**changes) -> sc.Sidecar:
 
 def test_round_trip(tmp_path):
     engine = tmp_path / "x.engine"
-    path = sc.write_sidecar(engine, _sidecar())
+    path = artifacts.write_sidecar(engine, _sidecar())
     assert path == tmp_path / "x.engine.json"
-    back = sc.read_sidecar(engine)
+    back = artifacts.read_sidecar(engine)
     assert back == _sidecar()
     assert back.input_names == ["latents", "ref_down_0_0"]
     assert back.inputs[1].profile["max"] == [1, 16384, 320]
@@ -52,16 +52,16 @@ def test_round_trip(tmp_path):
 
 def test_missing_and_corrupt_sidecar(tmp_path):
     with pytest.raises(InputError, match=r"x\.engine\.json: sidecar JSON not found.*build-engine"):
-        sc.read_sidecar(tmp_path / "x.engine")
+        artifacts.read_sidecar(tmp_path / "x.engine")
     (tmp_path / "x.engine.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(InputError, match="not a valid engine sidecar"):
-        sc.read_sidecar(tmp_path / "x.engine")
+        artifacts.read_sidecar(tmp_path / "x.engine")
 
 
 def _check(meta, **current):
     base = dict(
         weights_hash="ab" * 32,
-        config=sc.config_subset(RunConfig().validate()),
+        config=artifacts.config_subset(RunConfig().validate()),
         precision="fp16",
         max_keyframes=3,
         tensorrt_version="10.3.0",
@@ -69,7 +69,7 @@ def _check(meta, **current):
         compute_capability="9.0",
     )
     base.update(current)
-    sc.check_sidecar(meta, "e.engine", rebuild="personalive build-engine --weights w", **base)
+    artifacts.check_sidecar(meta, "e.engine", rebuild="personalive build-engine --weights w", **base)
 
 
 def test_matching_sidecar_passes():
@@ -102,11 +102,11 @@ def test_config_mismatch_names_nested_key():
     cfg.generation.adaptive_steps = 2
     cfg.generation.inference_steps = 4
     with pytest.raises(EngineMismatchError, match=r"config\.adaptive_steps differs: built for 4, current 2"):
-        _check(_sidecar(), config=sc.config_subset(cfg))
+        _check(_sidecar(), config=artifacts.config_subset(cfg))
     cfg = RunConfig().validate()
     cfg.scheduler.beta_end = 0.012
     with pytest.raises(EngineMismatchError, match=r"config\.scheduler\.beta_end differs"):
-        _check(_sidecar(), config=sc.config_subset(cfg))
+        _check(_sidecar(), config=artifacts.config_subset(cfg))
 
 
 def test_too_few_keyframes_refused():
@@ -116,7 +116,7 @@ def test_too_few_keyframes_refused():
 
 def test_engine_name_changes_with_every_dependency():
     cfg = RunConfig().validate()
-    subset = sc.config_subset(cfg)
+    subset = artifacts.config_subset(cfg)
     args = dict(
         engine_dir="engines",
         weights_hash="0123456789abcdef" * 4,
@@ -126,7 +126,7 @@ def test_engine_name_changes_with_every_dependency():
         compute_capability="8.9",
         tensorrt_version="10.3.0",
     )
-    path = sc.default_engine_path(**args)
+    path = artifacts.default_engine_path(**args)
     assert path.parent.name == "engines" and path.suffix == ".engine"
     assert path.name.startswith("window_step-0123456789ab-512x512-fp16-k3-c")
     assert path.name.endswith("-sm89-trt10.3.0.engine")
@@ -139,17 +139,17 @@ def test_engine_name_changes_with_every_dependency():
         {"compute_capability": "9.0"},
         {"tensorrt_version": "10.4.0"},
         {"subset": {**subset, "height": 768}},
-        {"subset": sc.config_subset(other_cfg)},
+        {"subset": artifacts.config_subset(other_cfg)},
     ]
-    names = {sc.default_engine_path(**{**args, **v}).name for v in variants}
+    names = {artifacts.default_engine_path(**{**args, **v}).name for v in variants}
     assert path.name not in names and len(names) == len(variants)
     # the ONNX name is the device-independent part
-    onnx = sc.default_onnx_path("engines", args["weights_hash"], subset, "fp16", 3)
+    onnx = artifacts.default_onnx_path("engines", args["weights_hash"], subset, "fp16", 3)
     assert onnx.parent.name in path.name and onnx.name == "window_step.onnx"
 
 
 def test_engine_keyframes_follows_history_switch():
     cfg = RunConfig().validate()
-    assert sc.engine_keyframes(cfg) == cfg.generation.max_keyframes == 3
+    assert artifacts.engine_keyframes(cfg) == cfg.generation.max_keyframes == 3
     cfg.generation.history_keyframes = False
-    assert sc.engine_keyframes(cfg) == 0
+    assert artifacts.engine_keyframes(cfg) == 0

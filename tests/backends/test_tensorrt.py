@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from personalive._optional import is_available
-from personalive.backends.tensorrt import export as ex
-from personalive.backends.tensorrt.sidecar import TensorSpec
+from personalive.backends import onnx as ex
+from personalive.backends.artifacts import TensorSpec
 from personalive.errors import MissingDependencyError
 
 from .test_onnx_toy import CHANNELS, TOKENS, Toy, _inputs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -88,8 +89,7 @@ class FakeAnimator:
         import torch
 
         self.config = config
-        self.timings = {"conditioning": 0.0, "denoising": 0.0, "vae": 0.0}
-        self.keyframes_added = 0
+        self.stats = SimpleNamespace(conditioning=0.0, denoising=0.0, keyframes=0.0, keyframes_added=0)
         self.fused: list = []
         self._torch = torch
 
@@ -103,7 +103,7 @@ class FakeAnimator:
         # the generator, so the seed changes the frames
         for frame in frames:
             offset = int(self._torch.randint(0, 60, (1,), generator=generator))
-            self.timings["denoising"] += 0.001
+            self.stats.denoising += 0.001
             mixed = (frame.cpu().numpy().astype(np.int16) + ref_state) // 2 + offset
             yield self._torch.from_numpy(mixed.clip(0, 255).astype(np.uint8))
 

@@ -15,7 +15,8 @@ from personalive.models.motion_encoder_fan import sincos_2d_table
 from personalive.models.motion_extractor import MotionExtractor
 from personalive.models.pose_guider import PoseGuider
 from personalive.models.vae import build_vae, convert_legacy_vae_keys
-from personalive.weights_init import randomize_
+from personalive.pipeline.keypoints import head_pose_degrees
+from personalive.random_weights import randomize_
 
 TINY = preset("tiny")
 FULL = preset("full")
@@ -68,7 +69,7 @@ def test_motion_extractor_outputs_and_degrees():
     assert shapes == {"pitch": (3, 66), "yaw": (3, 66), "roll": (3, 66), "t": (3, 3), "scale": (3, 1), "kp": (3, 63)}
     logits = torch.randn(3, 66)
     expected = (torch.softmax(logits, 1) * torch.arange(66.0)).sum(1) * 3 - 97.5
-    assert torch.allclose(extractor.headpose_to_degrees(logits), expected, atol=1e-4)
+    assert torch.allclose(head_pose_degrees(logits), expected, atol=1e-4)
     assert set(k.split(".")[0] for k in extractor.state_dict()) == {"detector", "idx_tensor"}
 
 

@@ -106,4 +106,6 @@ def stub_models():
         vae=StubVAE(),
         image_encoder=StubImageEncoder(),
         sizes=SimpleNamespace(unet=UNET),
+        device=torch.device("cpu"),
+        dtype=torch.float32,
     )

@@ -7,6 +7,7 @@ import gc
 import pytest
 import torch
 
+from personalive.backends.eager import EagerWindowStep
 from personalive.config import RunConfig
 from personalive.pipeline.animate import Animator
 
@@ -20,7 +21,8 @@ def _animator(models=None, **generation) -> Animator:
     config.generation.height = config.generation.width = SIZE
     for key, value in generation.items():
         setattr(config.generation, key, value)
-    return Animator(models or stub_models(), config, torch.device("cpu"), torch.float32)
+    models = models or stub_models()
+    return Animator(models, config, EagerWindowStep.from_models(models, config, models.device))
 
 
 def _frames(n: int, seed: int = 0) -> list[torch.Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from personalive.backends.eager import EagerWindowStep
 from personalive.config import RunConfig
 from personalive.pipeline.animate import Animator
 from personalive.weights import load_models
@@ -21,10 +22,10 @@ def models32(tiny_weights):
     return load_models(tiny_weights, torch.float32, "cpu")
 
 
-def _animator(models, dtype=torch.float32) -> Animator:
+def _animator(models) -> Animator:
     config = RunConfig()
     config.generation.height = config.generation.width = SIZE
-    return Animator(models, config, torch.device("cpu"), dtype)
+    return Animator(models, config, EagerWindowStep.from_models(models, config, models.device))
 
 
 def _frames(n: int) -> list[torch.Tensor]:
@@ -69,7 +70,7 @@ def test_half_precision_pipelines_run_without_dtype_errors(tiny_weights, models3
     """The whole run in bf16/fp16 (CLIP in fp32) has no dtype mismatch and stays near the fp32 frames."""
     models = load_models(tiny_weights, dtype, "cpu")
     frames = _frames(4)
-    half = _animator(models, dtype)
+    half = _animator(models)
     full = _animator(models32)
     a = list(half.animate(half.fuse_reference(frames[0]), iter(frames), generator=torch.Generator().manual_seed(0)))
     b = list(full.animate(full.fuse_reference(frames[0]), iter(frames), generator=torch.Generator().manual_seed(0)))

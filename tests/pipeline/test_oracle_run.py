@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from personalive.backends.eager import EagerWindowStep
 from personalive.config import RunConfig
 from personalive.pipeline.animate import Animator, DrivingInputs
 from personalive.pipeline.reference import ReferencePixels, fuse_reference
@@ -36,7 +37,7 @@ def test_streaming_run_matches_upstream(oracle_dir):
     models = load_models(oracle_dir / "pretrained_weights", torch.float32, "cpu")
     config = RunConfig()
     config.generation.height, config.generation.width = meta["height"], meta["width"]
-    animator = Animator(models, config, torch.device("cpu"), torch.float32)
+    animator = Animator(models, config, EagerWindowStep.from_models(models, config, models.device))
 
     # reference: upstream's preprocessed tensors (CLIP pixels, VAE input, 256 keypoint input, the given face)
     kp_ref = bundle["windows"][0]["ref_cond_tensor"]

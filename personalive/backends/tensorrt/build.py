@@ -21,14 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from personalive import _optional
-from personalive.backends.tensorrt.sidecar import TensorSpec
-from personalive.errors import PersonaLiveError
+from personalive.backends.artifacts import TensorSpec
+from personalive.errors import EngineBuildError
 
 log = logging.getLogger(__name__)
-
-
-class EngineBuildError(PersonaLiveError):
-    """TensorRT could not parse the graph or build the engine."""
 
 
 def tensorrt_version() -> str:
@@ -55,7 +51,7 @@ def build_engine(
     """Parse ``onnx_path``, build a strongly typed engine with one profile from ``inputs``, write ``engine_path``.
 
     ``inputs`` are the sidecar's input specs: a spec with a ``profile`` gets (min, opt, max) from it, the others
-    their fixed shape. Returns facts for the sidecar (``num_io_tensors``, ``engine_bytes``, ``timing_cache``).
+    their fixed shape. Returns facts for the sidecar (``engine_bytes``, ``timing_cache``).
     """
     trt = _optional.tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)

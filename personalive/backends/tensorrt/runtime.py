@@ -7,7 +7,7 @@ PyTorch tensors allocated after ``set_input_shape`` tells TensorRT the reference
 around it and the caching allocator's stream semantics keep every buffer alive long enough.
 
 Before the engine is touched, its sidecar is checked against the current TensorRT version, GPU, weights hash,
-precision and config (:func:`personalive.backends.tensorrt.sidecar.check_sidecar`).
+precision and config (:func:`personalive.backends.artifacts.check_sidecar`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from personalive import _optional
-from personalive.backends.base import OUTPUT_NAMES, STATE_INPUT_NAMES
-from personalive.backends.tensorrt import sidecar as sc
-from personalive.errors import DeviceError, InputError, PersonaLiveError
+from personalive.backends import artifacts
+from personalive.errors import DeviceError, EngineRuntimeError, InputError
+from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-
-class EngineRuntimeError(PersonaLiveError):
-    """TensorRT refused the inputs or failed while running."""
 
 
 def gpu_facts(device: torch.device) -> tuple[str, str]:
@@ -130,13 +126,13 @@ def resolve_engine_path(engine_path: str | Path | None, models, config, device: 
             raise InputError(f"--engine {path}: file not found; build one with `{rebuild_command(models, config)}`")
         return path
     _, cc = gpu_facts(device)
-    subset = sc.config_subset(config)
-    path = sc.default_engine_path(
+    subset = artifacts.config_subset(config)
+    path = artifacts.default_engine_path(
         config.runtime.engine_dir,
         models.weights_hash,
         subset,
         config.model.dtype,
-        sc.engine_keyframes(config),
+        artifacts.engine_keyframes(config),
         cc,
         _optional.tensorrt().__version__,
     )
@@ -149,15 +145,30 @@ def resolve_engine_path(engine_path: str | Path | None, models, config, device: 
 
 
 def rebuild_command(models, config) -> str:
-    return sc.build_command(
-        None, config.model.weights_dir, sc.config_subset(config), config.model.dtype, sc.engine_keyframes(config)
+    return artifacts.build_command(
+        None,
+        config.model.weights_dir,
+        artifacts.config_subset(config),
+        config.model.dtype,
+        artifacts.engine_keyframes(config),
     )
 
 
 class TensorRTStep:
-    """The WindowStep backed by a TensorRT engine (see :class:`personalive.backends.base.WindowStep`)."""
+    """The WindowStep backed by a TensorRT engine (see :class:`personalive.pipeline.window.WindowStep`)."""
 
     name = "tensorrt"
+    networks: tuple[str, ...] = ()  # the whole step runs in the engine
+
+    @classmethod
+    def check_available(cls, device: torch.device) -> None:
+        """TensorRT imports and ``device`` is a CUDA GPU."""
+        _optional.tensorrt()
+        gpu_facts(device)
+
+    @classmethod
+    def from_models(cls, models, config, device: torch.device, engine: str | Path | None = None) -> TensorRTStep:
+        return cls(engine, models, config, device)
 
     def __init__(self, engine_path: str | Path | None, models, config, device: torch.device):
         import torch
@@ -165,16 +176,16 @@ class TensorRTStep:
         device = torch.device(device)
         trt = _optional.tensorrt()
         path = resolve_engine_path(engine_path, models, config, device)
-        meta = sc.read_sidecar(path)
+        meta = artifacts.read_sidecar(path)
         gpu_name, cc = gpu_facts(device)
-        sc.check_sidecar(
+        artifacts.check_sidecar(
             meta,
             path,
             rebuild=rebuild_command(models, config),
             weights_hash=models.weights_hash,
-            config=sc.config_subset(config),
+            config=artifacts.config_subset(config),
             precision=config.model.dtype,
-            max_keyframes=sc.engine_keyframes(config),
+            max_keyframes=artifacts.engine_keyframes(config),
             tensorrt_version=trt.__version__,
             gpu_name=gpu_name,
             compute_capability=cc,
@@ -186,6 +197,8 @@ class TensorRTStep:
                 f"{path}: engine I/O {self.runner.input_names} -> {self.runner.output_names} does not match the "
                 f"window-step contract; rebuild with `{rebuild_command(models, config)}`"
             )
+        self.input_names = list(self.runner.input_names)
+        self.feature_names = self.input_names[len(STATE_INPUT_NAMES) :]
         log.info("TensorRT engine %s loaded (%s, TensorRT %s)", path, gpu_name, trt.__version__)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

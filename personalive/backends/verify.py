@@ -21,11 +21,9 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from personalive import _optional
-from personalive.errors import PersonaLiveError
+from personalive.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -112,81 +110,90 @@ class VerificationResult:
         return [head, *(r.line(self.tolerance) for r in self.reports)]
 
 
-def compare_runs(
-    run: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+@dataclass
+class VerificationCase:
+    """One draw: fp32 inputs with ``keyframes`` history keyframes and the reference's outputs on them."""
+
+    keyframes: int
+    inputs: dict[str, torch.Tensor]
+    expected: dict[str, torch.Tensor]
+
+
+def reference_cases(
     reference: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
     make_inputs: Callable[[int, torch.Generator], dict[str, torch.Tensor]],
-    *,
-    output_names: list[str] | tuple[str, ...],
     draws: int,
     max_keyframes: int,
-    tolerance: float,
-    seed: int = 0,
-    input_dtype: torch.dtype | None = None,
-    generator_device: torch.device | str = "cpu",
-) -> VerificationResult:
-    """Run ``run`` and ``reference`` on ``draws`` random input sets and compare every output.
+    generator: torch.Generator,
+) -> list[VerificationCase]:
+    """``draws`` input sets (keyframe counts from :func:`keyframe_schedule`) with the reference's outputs.
 
-    ``make_inputs(num_keyframes, generator)`` draws fp32 inputs; ``run`` gets them cast to ``input_dtype``
-    (floating tensors only), ``reference`` gets the fp32 originals. The generator lives on ``generator_device``
-    (where ``make_inputs`` draws).
+    Computed before the artifact is opened, so that the reference and the artifact (each several GB at full size)
+    never sit in memory together.
     """
     import torch
 
     if draws < 1:
-        raise PersonaLiveError(f"--draws {draws}: must be >= 1")
-    generator = torch.Generator(device=generator_device).manual_seed(seed)
+        raise ConfigError(f"--draws {draws}: must be >= 1")
+    cases = []
+    with torch.no_grad():
+        for keyframes in keyframe_schedule(draws, max_keyframes):
+            inputs = make_inputs(keyframes, generator)
+            cases.append(VerificationCase(keyframes, inputs, reference(inputs)))
+    return cases
+
+
+def compare_runs(
+    run: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+    cases: list[VerificationCase],
+    *,
+    output_names: list[str] | tuple[str, ...],
+    tolerance: float,
+    input_dtype: torch.dtype | None = None,
+) -> VerificationResult:
+    """Run ``run`` on every case's inputs and compare every output with the case's expected one.
+
+    ``run`` gets the inputs cast to ``input_dtype`` (floating tensors only); the expected outputs were computed
+    from the fp32 originals.
+    """
     reports = {name: OutputReport(name) for name in output_names}
-    schedule = keyframe_schedule(draws, max_keyframes)
-    for draw, keyframes in enumerate(schedule):
-        inputs = make_inputs(keyframes, generator)
+    for draw, case in enumerate(cases):
         cast = {
-            k: v.to(input_dtype) if input_dtype is not None and v.is_floating_point() else v for k, v in inputs.items()
+            k: v.to(input_dtype) if input_dtype is not None and v.is_floating_point() else v
+            for k, v in case.inputs.items()
         }
         actual = run(cast)
-        expected = reference(inputs)
         for name in output_names:
-            update_report(reports[name], actual[name], expected[name])
-        log.debug("draw %d (%d keyframes) compared", draw, keyframes)
-    return VerificationResult(list(reports.values()), tolerance, schedule)
+            update_report(reports[name], actual[name], case.expected[name])
+        log.debug("draw %d (%d keyframes) compared", draw, case.keyframes)
+    return VerificationResult(list(reports.values()), tolerance, [case.keyframes for case in cases])
 
 
-# -------------------------------------------------------------------------------------------------- onnxruntime
+class VerificationInputs:
+    """fp32 random window inputs (``example_window_inputs``) with the older frames' motion tokens at the scale the
+    loaded motion encoder produces, measured once on random face crops.
 
+    Tokens at a fixed RMS can be far from what the weights produce (RMS 40 against about 4 for the tiny random
+    encoder), which makes the UNet ill-conditioned: the fp32 PyTorch step then differs from its own fp64 run by
+    ~1e-2 and no exported graph could be checked to 1e-4. At the encoder's own scale the two agree to ~1e-7.
+    """
 
-class OnnxRunner:
-    """An ONNX graph on onnxruntime: CUDA provider on a CUDA device when onnxruntime has it, else the CPU one."""
+    def __init__(self, models, cfg, device):
+        self.models, self.cfg, self.device = models, cfg, device
+        self.token_rms: float | None = None
 
-    def __init__(self, path: str | Path, device: torch.device | None = None):
-        ort = _optional.onnxruntime()
-        self.path = Path(path)
-        providers = ["CPUExecutionProvider"]
-        if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # don't spin against torch
-        # memory over speed: pre-packed weight copies and the arena made a full-size fp32 graph (7.2 GB of weights)
-        # exceed 24 GB of host memory; verification runs a few windows, not a video
-        options.add_session_config_entry("session.disable_prepacking", "1")
-        options.enable_cpu_mem_arena = False
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        log.info("onnxruntime session on %s", ", ".join(self.session.get_providers()))
-
-    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, num_keyframes: int, generator) -> dict:
         import torch
 
-        feed = {}
-        for name in self.input_names:
-            tensor = inputs[name].detach().cpu()
-            # numpy has no bfloat16: hand it over as raw 16-bit words is not supported by ort's feed; use fp32
-            if tensor.dtype == torch.bfloat16:
-                raise PersonaLiveError(
-                    f"{self.path}: onnxruntime cannot be fed bf16 input {name!r}; verify the engine"
-                )
-            feed[name] = tensor.contiguous().numpy()
-        results = self.session.run(self.output_names, feed)
-        return {name: torch.from_numpy(value) for name, value in zip(self.output_names, results, strict=True)}
+        from personalive.pipeline.window import example_window_inputs
+
+        inputs = example_window_inputs(
+            self.models, self.cfg, self.device, torch.float32, num_keyframes=num_keyframes, generator=generator
+        )
+        if self.token_rms is None:
+            with torch.no_grad():
+                tokens = self.models.motion_encoder(inputs["motion"].to(self.models.dtype)).float()
+            self.token_rms = float(tokens.pow(2).mean().sqrt())
+        old = inputs["motion_hidden_states"]
+        inputs["motion_hidden_states"] = old * (self.token_rms / float(old.pow(2).mean().sqrt()))
+        return inputs

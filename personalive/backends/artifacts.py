@@ -1,4 +1,6 @@
-"""The JSON that travels with an exported ONNX graph or a TensorRT engine, its checks, and artifact names.
+"""Engine artifacts (an exported ONNX graph, a TensorRT engine, ...): the JSON sidecar, its checks, file names.
+
+Nothing here depends on an engine runtime; every backend that runs an artifact reads and checks it here.
 
 Every artifact ``X`` (``.onnx`` or ``.engine``) has a sidecar ``X.json`` that says what it was built from and
 for: weights hash, the config values the step depends on, precision, I/O names with shapes and profiles, and for
@@ -108,6 +110,24 @@ def read_sidecar(artifact: str | Path) -> Sidecar:
         ) from exc
 
 
+def read_artifact_sidecar(artifact: str | Path) -> Sidecar:
+    """The sidecar of a ``.onnx`` or ``.engine`` file given by the user (InputError when either is missing)."""
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise InputError(f"{artifact}: file not found")
+    if artifact.suffix not in (".onnx", ".engine"):
+        raise InputError(f"{artifact}: expected a .onnx (onnxruntime) or .engine (TensorRT) file")
+    return read_sidecar(artifact)
+
+
+def artifact_options(sidecar: Sidecar) -> dict[str, Any]:
+    """The config keys an artifact fixes (resolution, step settings, scheduler, precision), as flat options."""
+    options: dict[str, Any] = {f"generation.{k}": v for k, v in sidecar.config.items() if k != "scheduler"}
+    options.update({f"scheduler.{k}": v for k, v in sidecar.config.get("scheduler", {}).items()})
+    options["model.dtype"] = sidecar.precision
+    return options
+
+
 # ----------------------------------------------------------------------------------- what an engine depends on
 
 
@@ -172,7 +192,7 @@ def build_command(config_path: str | Path | None, weights_dir: str, subset: dict
     if config_path is not None:
         parts.append(f"--config {config_path}")
     parts += [f"--height {subset['height']}", f"--width {subset['width']}", f"--max-keyframes {k}"]
-    parts.append(f"--precision {precision}")
+    parts.append(f"--dtype {precision}")
     return " ".join(parts)
 
 

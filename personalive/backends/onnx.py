@@ -1,4 +1,6 @@
-"""Export of the window step (or any module with named tensor I/O) to ONNX, the interface to TensorRT.
+"""ONNX: export of the window step (or any module with named tensor I/O), its check, and an onnxruntime runner.
+
+ONNX is the interface to TensorRT and to any other engine compiler; nothing here imports TensorRT.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``): it traces the module once, keeps our input and
 output names verbatim and marks only the axes named in ``dynamic_axes`` as symbolic. The window step is a fixed
@@ -17,9 +19,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from personalive.backends.base import OUTPUT_NAMES, STATE_INPUT_NAMES
-from personalive.backends.tensorrt.sidecar import Sidecar, TensorSpec
-from personalive.errors import PersonaLiveError
+from personalive import _optional
+from personalive.backends.artifacts import Sidecar, TensorSpec, config_subset
+from personalive.errors import ExportError, PersonaLiveError
+from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES, build_window_module, example_window_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -30,10 +33,6 @@ ONNX_OPSET = 17  # LayerNormalization is native from 17; TensorRT 10's parser su
 EXTERNAL_DATA_BYTES = 1 << 30  # above this many bytes of weights the graph keeps them in an external file
 
 _ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int32"}  # TensorProto -> torch names
-
-
-class ExportError(PersonaLiveError):
-    """The ONNX export or its check failed."""
 
 
 def torch_dtype_name(dtype: torch.dtype) -> str:
@@ -185,13 +184,6 @@ def graph_output_specs(path: str | Path) -> list[TensorSpec]:
     return specs
 
 
-def window_step_module(models, config) -> torch.nn.Module:
-    """The PyTorch window step whose graph is exported (and the reference of verify-engine)."""
-    from personalive.pipeline.window import build_window_module
-
-    return build_window_module(models, config)
-
-
 def export_window_step(
     models,
     config,
@@ -213,12 +205,10 @@ def export_window_step(
     import torch
 
     from personalive import __version__
-    from personalive.backends.tensorrt.sidecar import config_subset
     from personalive.environment import torch_dtype
-    from personalive.pipeline.window import example_window_inputs
 
     dtype = torch_dtype(precision)
-    module = window_step_module(models, config).eval()  # models are in `precision`; fp32 buffers stay fp32
+    module = build_window_module(models, config).eval()  # models are in `precision`; fp32 buffers stay fp32
     generator = torch.Generator(device=device).manual_seed(seed)
     base = example_window_inputs(models, config, device, dtype, num_keyframes=0, generator=generator)
     trace = example_window_inputs(
@@ -245,3 +235,42 @@ def export_window_step(
         build_command=build_command,
         onnx_opset=ONNX_OPSET,
     )
+
+
+# -------------------------------------------------------------------------------------------------- onnxruntime
+class OnnxRunner:
+    """An ONNX graph on onnxruntime: CUDA provider on a CUDA device when onnxruntime has it, else the CPU one."""
+
+    def __init__(self, path: str | Path, device: torch.device | None = None):
+        ort = _optional.onnxruntime()
+        self.path = Path(path)
+        providers = ["CPUExecutionProvider"]
+        if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # don't spin against torch
+        # memory over speed: pre-packed weight copies and the arena made a full-size fp32 graph (7.2 GB of weights)
+        # exceed 24 GB of host memory; verification runs a few windows, not a video
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        log.info("onnxruntime session on %s", ", ".join(self.session.get_providers()))
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        import torch
+
+        feed = {}
+        for name in self.input_names:
+            tensor = inputs[name].detach().cpu()
+            # numpy has no bfloat16: hand it over as raw 16-bit words is not supported by ort's feed; use fp32
+            if tensor.dtype == torch.bfloat16:
+                raise PersonaLiveError(
+                    f"{self.path}: onnxruntime cannot be fed bf16 input {name!r}; verify the engine"
+                )
+            feed[name] = tensor.contiguous().numpy()
+        results = self.session.run(self.output_names, feed)
+        return {name: torch.from_numpy(value) for name, value in zip(self.output_names, results, strict=True)}

@@ -21,13 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from personalive.errors import ConfigError
 from personalive.model_sizes import MODEL_INDEX, SIZE_NAMES, ModelSizes, preset
-from personalive.weights import NETWORKS, TEMPORAL_KEY, WeightsLayout, build_network
+from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
+from personalive.weights.load import build_network, weights_hash
 
 logger = logging.getLogger(__name__)
 
@@ -178,4 +181,20 @@ def _write_base_unet(layout: WeightsLayout, sizes: ModelSizes, seed: int, dtype:
 
     unet = UNet2DConditionModel.from_config(sizes.unet)
     randomize_(unet, seed * 100 + SEED_OFFSETS["base_unet"])
-    _save(unet, layout.root / "sd-image-variations-diffusers" / "unet" / "diffusion_pytorch_model.bin", dtype)
+    _save(unet, layout.unet_weights, dtype)
+
+
+def init_random_weights(
+    directory: str | os.PathLike, size: str = "tiny", seed: int = 0, save_dtype: torch.dtype | None = None
+) -> Path:
+    """Write random weights in the official layout under ``directory``; returns it."""
+    return write_random_layout(Path(directory), size=size, seed=seed, save_dtype=save_dtype)
+
+
+def init_random_command(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> None:
+    """``personalive weights init-random``: tiny in fp32, full in fp16 like the release."""
+    if size not in SIZE_NAMES:
+        raise ConfigError(f"--size {size!r}: expected one of {', '.join(SIZE_NAMES)}")
+    root = init_random_weights(directory, size=size, seed=seed)
+    logger.info("wrote %s random weights (seed %d) to %s; hash %s", size, seed, root, weights_hash(root))
+    logger.warning("random weights produce meaningless pictures; use `personalive weights download` for real ones")

@@ -1,0 +1,121 @@
+"""``personalive batch``: the jobs of a manifest with the models loaded once (:mod:`personalive.jobs` runs each).
+
+* a job whose output exists is skipped (outputs are renamed into place only when complete, so an existing file
+  is a finished job: a crash or ``kill -9`` loses only the job in flight); ``--overwrite`` redoes it;
+* a failing job is recorded with its one-line error and the next job runs; the command exits 1 if any failed;
+* ``--shard I/N`` takes jobs I, I+N, I+2N, ... (0-based) so N workers can split one manifest;
+* per-job ``set:`` overrides may change ``media.*`` and ``generation.*`` keys, except the ones that fix the
+  shapes of the denoising step (height, width, window, adaptive_steps, inference_steps); other keys
+  (``model.*``, ``runtime.*``, ``scheduler.*``) would need other models or another engine and are rejected with
+  a message telling to run those jobs in a separate batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from personalive import jobs
+from personalive.config import RunConfig, with_overrides
+from personalive.errors import ConfigError, JobsFailedError, PersonaLiveError, WeightsError
+from personalive.manifest import Job, read_manifest
+
+log = logging.getLogger(__name__)
+
+# generation keys that fix the denoising step's shapes (and a TensorRT engine's profile): not per job
+STEP_SHAPE_KEYS = (
+    "generation.height",
+    "generation.width",
+    "generation.window",
+    "generation.adaptive_steps",
+    "generation.inference_steps",
+)
+PER_JOB_PREFIXES = ("media.", "generation.")
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if shard is None:
+        return 0, 1
+    try:
+        i, n = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {shard!r}: expected I/N with integers, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {shard!r}: need N >= 1 and 0 <= I < N (I is 0-based)")
+    return i, n
+
+
+def check_job_overrides(overrides: dict[str, Any], where: str) -> None:
+    for key in overrides:
+        if key in STEP_SHAPE_KEYS or not key.startswith(PER_JOB_PREFIXES):
+            raise ConfigError(
+                f"{where}: {key!r} cannot change per job (it needs other models or another step shape); "
+                "put these jobs in a separate manifest run with --set"
+            )
+
+
+def run(
+    config: RunConfig,
+    manifest: Path,
+    *,
+    shard: str | None = None,
+    overwrite: bool = False,
+    report: Path | None = None,
+    progress: jobs.Progress | None = None,
+) -> dict[str, Any]:
+    """Every job of the manifest (or of its shard). Raises JobsFailedError if any failed."""
+    shard_i, shard_n = parse_shard(shard)
+    device, dtype = jobs.resolve_environment(config)
+    every = read_manifest(Path(manifest))
+    mine = [job for job in every if job.index % shard_n == shard_i]
+    log.info("%s: %d jobs, shard %d/%d runs %d", manifest, len(every), shard_i, shard_n, len(mine))
+    models = jobs.ModelCache(config, device, dtype)
+    entries: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"manifest": str(manifest), "shard": f"{shard_i}/{shard_n}", "jobs": entries}
+    try:
+        with jobs.terminate_as_interrupt():
+            for job in mine:
+                entries.append(_run_one(job, config, models, device, overwrite, progress or jobs.LogProgress()))
+    finally:
+        counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "skipped", "failed")}
+        result["summary"] = {"jobs": len(mine), **counts, "fusions": models.fusions}
+        result.update(jobs.run_info(config, device))
+        jobs.write_report(report, result)
+    log.info("batch: %(done)d done, %(skipped)d skipped, %(failed)d failed", counts)
+    if counts["failed"]:
+        raise JobsFailedError(f"{manifest}: {counts['failed']} of {len(mine)} jobs failed (see the log above)")
+    return result
+
+
+def _run_one(job: Job, config: RunConfig, models, device, overwrite: bool, progress) -> dict[str, Any]:
+    entry: dict[str, Any] = {"index": job.index, "ref": str(job.ref), "drive": str(job.drive), "out": str(job.out)}
+    if job.out.exists() and not overwrite:
+        log.info("job %d: %s exists; skipped", job.index, job.out)
+        return {**entry, "status": "skipped", "error": None, "frames": None, "seconds": 0.0}
+    t0 = time.perf_counter()
+    try:
+        job_config = config
+        if job.overrides:
+            where = f"job {job.index} ({job.out.name})"
+            check_job_overrides(job.overrides, where)
+            job_config = with_overrides(config, job.overrides, where)
+        done = jobs.run_job(job, job_config, models, device, overwrite=overwrite, progress=progress)
+        log.info("job %d: wrote %s (%d frames, %.1f s)", job.index, job.out, done["frames"], done["seconds"])
+        return {**entry, **done}
+    except WeightsError:
+        raise  # no job can run without models: stop the batch
+    except PersonaLiveError as exc:
+        message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one job's bug must not stop the batch
+        log.debug("job %d failed", job.index, exc_info=True)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    log.error("job %d failed: %s", job.index, message)
+    return {
+        **entry,
+        "status": "failed",
+        "error": message,
+        "frames": None,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }

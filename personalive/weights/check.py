@@ -1,0 +1,64 @@
+"""``personalive weights check``: every problem of a layout (files, keys, shapes), without running a network."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from personalive.errors import WeightsError
+from personalive.weights.layout import NETWORKS, WeightsLayout
+from personalive.weights.load import (
+    _expected_shapes,
+    _read_network_state,
+    build_network,
+    compare_state,
+    read_sizes,
+    summarize_problems,
+    weights_hash,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def check_layout(directory: str | os.PathLike) -> list[str]:
+    """Every problem of a layout (files present and readable, keys and shapes versus the architecture built on the
+    meta device); no network is run. An empty list means the layout loads."""
+    layout = WeightsLayout(Path(directory))
+    if not layout.root.is_dir():
+        return [f"{layout.root}: weights directory not found"]
+    problems = [f"{p}: missing" for p in layout.required_files() if not p.is_file()]
+    try:
+        sizes = read_sizes(layout)
+    except WeightsError as exc:
+        return problems + [str(exc)]
+    for name in NETWORKS:
+        files = layout.network_files(name)
+        if not all(p.is_file() for p in files):
+            continue
+        try:
+            with torch.device("meta"):
+                module = build_network(name, sizes)
+            state, origin = _read_network_state(name, layout)
+        except WeightsError as exc:
+            problems.append(str(exc))
+            continue
+        problems += compare_state(_expected_shapes(module), state, origin, files)
+    return problems
+
+
+def check_command(directory: str | os.PathLike | None = None) -> None:
+    """``personalive weights check``: log a summary, or raise a WeightsError naming every problem."""
+    from personalive.config import default_weights_dir
+
+    root = Path(directory if directory is not None else default_weights_dir())
+    problems = check_layout(root)
+    if problems:
+        for problem in problems:
+            logger.error("%s", problem)
+        raise WeightsError(summarize_problems(root, problems, shown=len(problems)))
+    sizes = read_sizes(WeightsLayout(root))
+    logger.info("%s: all %d networks match their architecture (sizes: %s)", root, len(NETWORKS), sizes.source)
+    logger.info("weights hash %s", weights_hash(root))

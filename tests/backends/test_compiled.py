@@ -1,0 +1,50 @@
+"""The torch.compile backend computes what the eager backend computes (inductor on the CPU).
+
+Both tests are marked slow: inductor's C++ compilation takes minutes on a loaded 2-core machine (the stand-in one
+took 45 s of CPU, 4 min of wall time there). Run them with PERSONALIVE_RUN_SLOW=1.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from personalive.backends.compiled import CompiledWindowStep
+from personalive.backends.eager import EagerWindowStep
+from personalive.config import RunConfig
+from personalive.pipeline.window import OUTPUT_NAMES, example_window_inputs
+
+
+def _config(size: int) -> RunConfig:
+    config = RunConfig()
+    config.generation.height = config.generation.width = size
+    return config
+
+
+def _assert_same_step(models, config, keyframes=(0, 1)):
+    eager = EagerWindowStep.from_models(models, config, torch.device("cpu"))
+    compiled = CompiledWindowStep.from_models(models, config, torch.device("cpu"))
+    assert compiled.input_names == eager.input_names and compiled.feature_names == eager.feature_names
+    generator = torch.Generator().manual_seed(0)
+    for k in keyframes:  # the token axis grows with keyframes: one dynamic dimension, no shape error
+        inputs = example_window_inputs(models, config, torch.device("cpu"), torch.float32, k, generator)
+        expected = eager(inputs)
+        actual = compiled(inputs)
+        assert list(actual) == list(OUTPUT_NAMES)
+        for name in OUTPUT_NAMES:
+            torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_step_on_stand_in_networks():
+    from pipeline.stubs import stub_models
+
+    _assert_same_step(stub_models(), _config(64))
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_step_on_tiny_weights(tiny_weights):
+    from personalive.weights import load_models
+
+    models = load_models(tiny_weights, torch.float32, "cpu")
+    _assert_same_step(models, _config(128), keyframes=(0,))
