@@ -4,7 +4,7 @@ These dataclasses are the only home of the defaults: ``personalive config show``
 and overrides, and ``configs/default.yaml`` is generated from them (a test fails when it drifts). Choices are
 ``Enum`` fields, so OmegaConf rejects a value outside them. Upstream's own prompt YAML files
 (``configs/prompts/personalive_offline.yaml`` / ``personalive_online.yaml``) are accepted too and mapped onto
-these keys (see :func:`_map_upstream`).
+these keys (see :mod:`personalive.upstream_config`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from personalive.backends import BACKENDS
 from personalive.errors import ConfigError
+from personalive.upstream_config import is_upstream, map_upstream
 
 
 class Choice(str, Enum):
@@ -152,6 +153,11 @@ class RunConfig:
                 f"generation.inference_steps={generation.inference_steps} must be a multiple of "
                 f"generation.adaptive_steps={generation.adaptive_steps}"
             )
+        if self.scheduler.prediction_type != "epsilon":
+            raise ConfigError(
+                f"scheduler.prediction_type={self.scheduler.prediction_type!r}: PersonaLive predicts noise; "
+                "use 'epsilon'"
+            )
         if generation.max_keyframes < 0:
             raise ConfigError(f"generation.max_keyframes={generation.max_keyframes}: must be >= 0")
         if not 0 <= media.crf <= 51:
@@ -252,62 +258,6 @@ def flatten_keys(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# upstream prompt-YAML keys -> ours; None means "accepted and ignored" (paths inside the weights root,
-# which we derive from one root, and settings that have no meaning offline)
-_UPSTREAM_KEYS: dict[str, str | None] = {
-    "height": "generation.height",
-    "width": "generation.width",
-    "temporal_adaptive_step": "generation.adaptive_steps",
-    "temporal_window_size": "generation.window",
-    "num_inference_steps": "generation.inference_steps",
-    "seed": "generation.seed",
-    "dtype": "model.dtype",
-    "weight_dtype": "model.dtype",
-    "reference_image_height": None,
-    "reference_image_width": None,
-    "batch_size": None,
-    "fps": None,  # the output keeps the driving video's frame rate
-    "vae_model_path": None,
-    "vae_path": None,
-    "vae_tiny_path": None,
-    "image_encoder_path": None,
-    "reference_unet_weight_path": None,
-    "denoising_unet_path": None,
-    "pose_guider_path": None,
-    "motion_encoder_path": None,
-    "temporal_module_path": None,
-    "pose_encoder_path": None,
-    "onnx_path": None,
-    "onnx_opt_path": None,
-    "tensorrt_target_model": None,
-    "inference_config": None,
-    "test_cases": None,
-}
-
-
-def _is_upstream(data: dict) -> bool:
-    return "pretrained_base_model_path" in data or "inference_config" in data
-
-
-def _map_upstream(data: dict, source: Path) -> dict[str, Any]:
-    """Map one of upstream's prompt YAML files onto our keys (flat)."""
-    flat: dict[str, Any] = {}
-    base = data.get("pretrained_base_model_path")
-    if base:
-        # upstream lays every weight under one root: <root>/sd-image-variations-diffusers
-        root = Path(base).parent
-        flat["model.weights_dir"] = str(root if root.is_absolute() else (source.parent / root))
-    for key, value in data.items():
-        if key == "pretrained_base_model_path":
-            continue
-        if key not in _UPSTREAM_KEYS:
-            raise ConfigError(f"{source}: unknown key {key!r} in an upstream PersonaLive config")
-        target = _UPSTREAM_KEYS[key]
-        if target is not None:
-            flat[target] = value
-    return flat
-
-
 def parse_override(item: str) -> tuple[str, Any]:
     """``key=value`` -> (key, value); the value is parsed as YAML (so 1, 1.5, true, null, [1,2] work)."""
     import yaml
@@ -349,8 +299,8 @@ def load_config(
     if path is not None:
         path = Path(path)
         data = _read_yaml(path)
-        if _is_upstream(data):
-            for key, value in _map_upstream(data, path).items():
+        if is_upstream(data):
+            for key, value in map_upstream(data, path).items():
                 _update(cfg, key, value, str(path))
         else:
             cfg = _merge(cfg, data, str(path))

@@ -74,6 +74,9 @@ def test_wrong_type_is_rejected():
         ("generation.height=500", "multiple of 64"),
         ("runtime.backend=onnx", "expected one of eager, compile, tensorrt"),
         ("media.crf=99", "between 0 and 51"),
+        ("media.crop=zoom", "media.crop='zoom': expected one of center, pad, stretch"),
+        ("scheduler.prediction_type=v_prediction", "PersonaLive predicts noise; use 'epsilon'"),
+        ("generation.inference_steps=6", "must be a multiple of generation.adaptive_steps=4"),
     ],
 )
 def test_values_are_validated(item, message):

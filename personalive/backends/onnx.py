@@ -266,10 +266,11 @@ class OnnxRunner:
         feed = {}
         for name in self.input_names:
             tensor = inputs[name].detach().cpu()
-            # numpy has no bfloat16: hand it over as raw 16-bit words is not supported by ort's feed; use fp32
+            # numpy has no bfloat16, so onnxruntime's Python feed cannot take a bf16 graph's inputs
             if tensor.dtype == torch.bfloat16:
                 raise PersonaLiveError(
-                    f"{self.path}: onnxruntime cannot be fed bf16 input {name!r}; verify the engine"
+                    f"{self.path}: onnxruntime cannot be fed bf16 input {name!r}; verify the TensorRT engine "
+                    "built from this graph instead"
                 )
             feed[name] = tensor.contiguous().numpy()
         results = self.session.run(self.output_names, feed)

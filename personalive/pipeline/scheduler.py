@@ -51,15 +51,8 @@ class StaggeredDDIM:
     def __init__(self, scheduler: SchedulerConfig, generation: GenerationConfig) -> None:
         from diffusers import DDIMScheduler
 
-        if scheduler.prediction_type != "epsilon":
-            raise ConfigError(
-                f"scheduler.prediction_type={scheduler.prediction_type!r}: PersonaLive predicts noise; use 'epsilon'"
-            )
-        if generation.inference_steps % generation.adaptive_steps:
-            raise ConfigError(
-                f"generation.inference_steps={generation.inference_steps} must be a multiple of "
-                f"generation.adaptive_steps={generation.adaptive_steps}"
-            )
+        # the config's rules (prediction type, inference_steps a multiple of adaptive_steps) are checked once, in
+        # RunConfig.validate
         table = DDIMScheduler(**asdict(scheduler))
         # float32 like diffusers: the table is indexed per frame and cast to the sample dtype where used
         self.alphas_cumprod: torch.Tensor = table.alphas_cumprod.to(torch.float32)
