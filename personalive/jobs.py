@@ -147,7 +147,8 @@ def run_job(
 
     t_start = time.perf_counter()
     # 1. inputs and output, before any model loads
-    check_output_path(job.out, overwrite)
+    inputs = {"driving video": job.drive, "reference image": job.ref}
+    check_output_path(job.out, overwrite, inputs)
     check_input_file(job.ref, "reference image")
     load_reference(job.ref)  # decodes it: a bad reference fails here, not after loading models
     with VideoSource(job.drive, max_frames=config.media.max_frames) as source:
@@ -229,6 +230,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
         audio_from=job.drive if audio else None,
         audio_start=info.start,
         overwrite=overwrite,
+        inputs={"driving video": job.drive, "reference image": job.ref},
     )
     with sink:
         progress.start(job.out.name, source.expected_frames)

@@ -1,0 +1,87 @@
+"""Bad inputs and faults through the CLI (issue 11): one line, the right exit code, inputs never destroyed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media.synth import FakeAnimator, fake_loader, make_video
+from PIL import Image
+from typer.testing import CliRunner
+
+from personalive import jobs
+from personalive.cli import app
+
+SIZE = ["--set", "generation.height=64", "--set", "generation.width=64", "--dtype", "fp32", "--device", "cpu"]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setattr(jobs, "load_animators", fake_loader())
+
+
+@pytest.fixture
+def ref(tmp_path) -> Path:
+    path = tmp_path / "face.png"
+    rgb = np.zeros((90, 70, 3), np.uint8)
+    rgb[20:60, 15:55] = (230, 180, 150)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
+
+
+def only_line(result) -> str:
+    text = result.output.strip()
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith(("error:", "internal error:"))]
+    assert len(errors) == 1, text
+    return errors[0]
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink", "reference"])
+def test_output_naming_an_input_is_refused_with_overwrite(fake, tmp_path, ref, how):
+    drive = make_video(tmp_path / "d.mp4", frames=3)
+    out = {"same": drive, "reference": ref}.get(how, tmp_path / "link.mp4")
+    if how == "symlink":
+        out.symlink_to(drive)
+    elif how == "hardlink":
+        os.link(drive, out)
+    before = {p: p.read_bytes() for p in (drive, ref)}
+    result = run("animate", "--ref", ref, "--drive", drive, "-o", out, "--overwrite", *SIZE)
+    line = only_line(result)
+    assert result.exit_code == 2
+    assert ("output is the reference image" if how == "reference" else "output is the driving video") in line
+    assert "--overwrite" not in line
+    assert {p: p.read_bytes() for p in (drive, ref)} == before
+
+
+def test_output_directory_and_unknown_extension(fake, tmp_path, ref):
+    drive = make_video(tmp_path / "d.mp4", frames=2)
+    (tmp_path / "outdir").mkdir()
+    result = run("animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "outdir", *SIZE)
+    assert result.exit_code == 2 and "outdir: output is a directory" in only_line(result)
+    result = run("animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "x.avi", *SIZE)
+    assert result.exit_code == 2 and "x.avi: output has extension '.avi'; name it .mp4, .mov or .mkv" in only_line(
+        result
+    )
+    assert not (tmp_path / "x.avi").exists()
+
+
+def test_flat_output_fails_instead_of_being_written(monkeypatch, tmp_path, ref):
+    class BlackAnimator(FakeAnimator):  # what NaN weights produce: every frame black
+        def animate(self, ref_state, frames, generator):
+            for frame in super().animate(ref_state, frames, generator):
+                yield frame * 0
+
+    monkeypatch.setattr(jobs, "load_animators", lambda config, device, dtype: lambda c: BlackAnimator(c))
+    drive = make_video(tmp_path / "d.mp4", frames=3)
+    out = tmp_path / "o.mp4"
+    result = run("animate", "--ref", ref, "--drive", drive, "-o", out, *SIZE)
+    assert result.exit_code == 1, result.output
+    assert "o.mp4: all 3 frames are one flat colour (0, 0, 0)" in only_line(result)
+    assert sorted(os.listdir(tmp_path)) == ["d.mp4", "face.png"]
