@@ -85,3 +85,64 @@ def test_flat_output_fails_instead_of_being_written(monkeypatch, tmp_path, ref):
     assert result.exit_code == 1, result.output
     assert "o.mp4: all 3 frames are one flat colour (0, 0, 0)" in only_line(result)
     assert sorted(os.listdir(tmp_path)) == ["d.mp4", "face.png"]
+
+
+# ------------------------------------------------------------------------------------------------ manifests
+@pytest.fixture
+def data(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.full((80, 80, 3), (200, 50, 50), np.uint8)).save(folder / "a.png")
+    make_video(folder / "d1.mp4", frames=3)
+    make_video(folder / "d2.mp4", frames=3)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("a.png,d1.mp4,o.mp4\na.png,d2.mp4,o.mp4\n", "jobs 0 and 1 both write"),
+        ("a.png,d1.mp4,o.mp4\na.png,d2.mp4,sub/../o.mp4\n", "jobs 0 and 1 both write"),
+        ("a.png,d1.mp4,x.mp4\na.png,d2.mp4\na.png,d2.mp4\n", "jobs 1 and 2 both write"),  # default names
+        (
+            "a.png,d1.mp4,x.mp4\na.png,d2.mp4,d1.mp4\n",
+            "job 1 writes {data}/d1.mp4, which is the driving video of job 0",
+        ),
+        ("a.png,d1.mp4,a.png\n", "job 0 writes {data}/a.png, which is the reference of job 0"),
+    ],
+)
+def test_manifest_outputs_collide(fake, monkeypatch, data, rows, message):
+    calls: list = []
+    monkeypatch.setattr(jobs, "load_animators", fake_loader(calls))
+    (data / "m.csv").write_text(rows)
+    before = sorted(os.listdir(data))
+    result = run("batch", data / "m.csv", "--overwrite", *SIZE)
+    assert result.exit_code == 2, result.output
+    assert message.format(data=data) in only_line(result)
+    assert sorted(os.listdir(data)) == before and calls == []  # refused before anything ran
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("ref,out", "the CSV header ref,out has no drive column"),
+        ("out", "has no ref or drive column"),
+        ("ref,drive,output", "unknown CSV columns ['output'] in the header"),
+        ("ref,drive,ref", "the CSV header names ref twice"),
+    ],
+)
+def test_csv_header_recognised_by_name(data, header, message):
+    from personalive.errors import InputError
+    from personalive.manifest import read_manifest
+
+    (data / "m.csv").write_text(f"{header}\na.png,o.mp4\n")
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_manifest(data / "m.csv")
+
+
+def test_csv_header_in_any_order_still_read(data):
+    from personalive.manifest import read_manifest
+
+    (data / "m.csv").write_text("OUT, Drive ,ref\no.mp4,d1.mp4,a.png\n")
+    [job] = read_manifest(data / "m.csv")
+    assert (job.ref, job.drive, job.out) == (data / "a.png", data / "d1.mp4", data / "o.mp4")
