@@ -146,3 +146,25 @@ def test_csv_header_in_any_order_still_read(data):
     (data / "m.csv").write_text("OUT, Drive ,ref\no.mp4,d1.mp4,a.png\n")
     [job] = read_manifest(data / "m.csv")
     assert (job.ref, job.drive, job.out) == (data / "a.png", data / "d1.mp4", data / "o.mp4")
+
+
+# ------------------------------------------------------------------------------------------------ references
+def test_bomb_tiny_and_newline_named_references(fake, tmp_path, ref):
+    from media.test_reference import _png_declaring
+
+    drive = make_video(tmp_path / "d.mp4", frames=2)
+    _png_declaring(tmp_path / "bomb.png", 40000, 40000)
+    Image.fromarray(np.full((1, 1, 3), 128, np.uint8)).save(tmp_path / "dot.png")
+    odd = tmp_path / "my\nface.png"
+    odd.write_bytes(ref.read_bytes())
+    Image.fromarray(np.full((1, 1, 3), 128, np.uint8)).save(tmp_path / "odd\ndot.png")
+    for name, message in [
+        ("bomb.png", "bomb.png: reference image is too large to decode safely"),
+        ("dot.png", "dot.png: reference image is 1x1 pixels, too small to hold a face (at least 64x64 needed"),
+        ("odd\ndot.png", "odd\\ndot.png': reference image is 1x1 pixels"),
+    ]:
+        result = run("animate", "--ref", tmp_path / name, "--drive", drive, "-o", tmp_path / "o.mp4", *SIZE)
+        assert result.exit_code == 2 and message in only_line(result), result.output
+    assert not (tmp_path / "o.mp4").exists()
+    result = run("animate", "--ref", odd, "--drive", drive, "-o", tmp_path / "o.mp4", *SIZE)
+    assert result.exit_code == 0, result.output  # an odd name is fine when the file is
