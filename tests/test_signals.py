@@ -1,0 +1,69 @@
+"""Stop signals: the first one stops the run and cleans up; later ones never interrupt the cleanup or the exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = str(Path(__file__).parent)
+
+_CHILD = """
+import sys, threading, time
+from fractions import Fraction
+sys.path.insert(0, {tests!r})
+from media.synth import frame_pattern
+from personalive.media.sink import VideoSink
+from personalive.signals import install_stop_handlers, stop_on_signals
+if sys.argv[2] == "process":
+    install_stop_handlers()
+# a non-daemon worker (decoding, encoding) that the interpreter joins at exit
+threading.Thread(target=time.sleep, args=(1.5,)).start()
+try:
+    with stop_on_signals(), VideoSink(sys.argv[1], Fraction(25), 64, 64) as sink:
+        print("writing", flush=True)
+        for i in range(100000):
+            sink.write(frame_pattern(i, 64, 64))
+            time.sleep(0.01)
+except KeyboardInterrupt as exc:
+    print("interrupted", type(exc).__name__, flush=True)
+    time.sleep(0.3)  # more cleanup after the message: signals keep coming meanwhile
+    sys.exit(130)
+"""
+
+
+def _run_child(tmp_path: Path, mode: str, signals: list[int], gap: float) -> tuple[int, str]:
+    out = tmp_path / "o.mp4"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD.format(tests=TESTS), str(out), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert child.stdout.readline() == b"writing\n"
+    time.sleep(0.2)
+    for signum in signals:
+        child.send_signal(signum)
+        time.sleep(gap)
+    output, _ = child.communicate(timeout=60)
+    return child.returncode, output.decode()
+
+
+@pytest.mark.parametrize("gap", [0.05, 0.4])
+def test_ctrl_c_three_times_no_traceback(tmp_path, gap):
+    code, output = _run_child(tmp_path, "process", [signal.SIGINT] * 3, gap)
+    assert code == 130, output
+    assert "interrupted KeyboardInterrupt" in output
+    assert "Traceback" not in output and "Exception ignored" not in output
+    assert os.listdir(tmp_path) == []  # the temporary file was removed
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+def test_sighup_and_sigterm_stop_like_ctrl_c(tmp_path, signum):
+    code, output = _run_child(tmp_path, "context", [signum], 0.0)
+    assert code == 130 and "interrupted Terminated" in output, output
+    assert os.listdir(tmp_path) == []
