@@ -168,3 +168,49 @@ def test_bomb_tiny_and_newline_named_references(fake, tmp_path, ref):
     assert not (tmp_path / "o.mp4").exists()
     result = run("animate", "--ref", odd, "--drive", drive, "-o", tmp_path / "o.mp4", *SIZE)
     assert result.exit_code == 0, result.output  # an odd name is fine when the file is
+
+
+# ------------------------------------------------------------------------------------------------ config values
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["generation.adaptive_steps=1", "generation.inference_steps=1"], "generation.adaptive_steps=1: must be >= 2"),
+        (["media.preset=warp"], "media.preset='warp': expected one of ultrafast, superfast"),
+        (
+            ["media.codec=libx999"],
+            "media.codec='libx999': not a video encoder of this FFmpeg build (available: libx264",
+        ),
+        (["media.pix_fmt=rgb48"], "media.pix_fmt='rgb48': libx264 does not encode it (expected one of yuv420p"),
+        (
+            ["generation.seed=18446744073709551616"],
+            "generation.seed=18446744073709551616: must be between 0 and 2**64",
+        ),
+        (["generation.seed=-1"], "generation.seed=-1: must be between 0 and 2**64 - 1"),
+        (["generation.min_face_box=0"], "generation.min_face_box=0: must be between 1 and the model's size 64"),
+        (["generation.min_face_box=-5"], "generation.min_face_box=-5: must be between 1"),
+        (["generation.inference_steps=2000", "generation.adaptive_steps=4"], "must be at most scheduler.num_train"),
+        (["scheduler.prediction_type=v_prediction"], "scheduler.prediction_type='v_prediction': expected one of"),
+        (
+            ["scheduler.beta_schedule=cosine"],
+            "scheduler.beta_schedule='cosine': expected one of linear, scaled_linear",
+        ),
+        (["generation.keyframe_threshold=.nan"], "generation.keyframe_threshold=nan: must be a finite number"),
+    ],
+)
+def test_config_values_fail_before_models_load(monkeypatch, tmp_path, ref, sets, message):
+    calls: list = []
+    monkeypatch.setattr(jobs, "load_animators", fake_loader(calls))
+    drive = make_video(tmp_path / "d.mp4", frames=2)
+    extra = [arg for item in sets for arg in ("--set", item)]
+    result = run("animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "o.mp4", *SIZE, *extra)
+    assert result.exit_code == 2, result.output
+    assert message in only_line(result)
+    assert calls == [] and not (tmp_path / "o.mp4").exists()
+
+
+def test_valid_small_settings_still_run(fake, tmp_path, ref):
+    drive = make_video(tmp_path / "d.mp4", frames=2)
+    sets = ["generation.adaptive_steps=2", "generation.inference_steps=2", "media.preset=ultrafast"]
+    extra = [arg for item in sets for arg in ("--set", item)]
+    result = run("animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "o.mp4", *SIZE, *extra)
+    assert result.exit_code == 0, result.output
