@@ -214,3 +214,23 @@ def test_valid_small_settings_still_run(fake, tmp_path, ref):
     extra = [arg for item in sets for arg in ("--set", item)]
     result = run("animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "o.mp4", *SIZE, *extra)
     assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------------------------------------------------------------ reports
+@pytest.mark.parametrize("command", ["animate", "batch"])
+@pytest.mark.parametrize("where", ["missing", "directory"])
+def test_report_path_checked_before_work(monkeypatch, tmp_path, ref, command, where):
+    calls: list = []
+    monkeypatch.setattr(jobs, "load_animators", fake_loader(calls))
+    drive = make_video(tmp_path / "d.mp4", frames=2)
+    report = tmp_path / "nowhere" / "r.json" if where == "missing" else tmp_path
+    if command == "animate":
+        args = ["animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "o.mp4"]
+    else:
+        (tmp_path / "m.csv").write_text(f"{ref},{drive},{tmp_path / 'o.mp4'}\n")
+        args = ["batch", tmp_path / "m.csv"]
+    result = run(*args, "--report", report, *SIZE)
+    assert result.exit_code == 2, result.output
+    message = "report directory" if where == "missing" else "--report is a directory"
+    assert message in only_line(result)
+    assert calls == [] and not (tmp_path / "o.mp4").exists()

@@ -67,3 +67,26 @@ def test_sighup_and_sigterm_stop_like_ctrl_c(tmp_path, signum):
     code, output = _run_child(tmp_path, "context", [signum], 0.0)
     assert code == 130 and "interrupted Terminated" in output, output
     assert os.listdir(tmp_path) == []
+
+
+def test_sighup_stops_animate_and_leaves_no_file(tmp_path):
+    import numpy as np
+    from media.synth import make_video
+    from PIL import Image
+    from test_animate_cli import _SLOW_CHILD, SIZE
+
+    ref = tmp_path / "face.png"
+    Image.fromarray(np.full((90, 70, 3), 120, np.uint8)).save(ref)
+    drive = make_video(tmp_path / "d.mp4", frames=60)
+    script = _SLOW_CHILD.format(tests=TESTS)
+    args = [sys.executable, "-c", script, "animate", "--ref", str(ref), "--drive", str(drive), "-o", "o.mp4", *SIZE]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.time() + 60
+    while not any(name.endswith(".tmp.mp4") for name in os.listdir(tmp_path)) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    child.send_signal(signal.SIGHUP)
+    output, _ = child.communicate(timeout=60)
+    assert child.returncode == 130, output.decode()
+    assert b"interrupted" in output and b"Traceback" not in output
+    assert sorted(os.listdir(tmp_path)) == ["d.mp4", "face.png"]

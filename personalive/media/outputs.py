@@ -80,6 +80,20 @@ def check_output_path(
     return path
 
 
+def check_report_path(path: str | os.PathLike) -> Path:
+    """A JSON report's path, checked before any work: not a directory, in an existing writable directory (an
+    existing report is replaced: it describes the latest run)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{shown(path)}: --report is a directory; give a file name such as report.json")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{shown(path)}: report directory {shown(parent)} does not exist (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{shown(path)}: report directory {shown(parent)} is not writable (choose another --report)")
+    return path
+
+
 # ------------------------------------------------------------------------------------------ temporary files
 def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
