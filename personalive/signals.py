@@ -1,21 +1,18 @@
-"""Stopping on signals: Ctrl-C (SIGINT), SIGTERM and SIGHUP stop a run the same way, once.
+"""Stopping on signals: Ctrl-C (SIGINT), SIGTERM and SIGHUP stop a run the same way.
 
-The first of these signals raises an exception in the main thread (``KeyboardInterrupt`` for SIGINT,
-:class:`Terminated` for SIGTERM and SIGHUP — a closed terminal or ``kill``), so every ``with`` block unwinds and the
-output's temporary file is deleted. Signals after the first are ignored: pressing Ctrl-C again while the run
-cleans up, or while the interpreter joins its threads at exit, would otherwise interrupt the cleanup halfway and
-print a ``threading._shutdown`` traceback.
+During a run SIGTERM and SIGHUP (a closed terminal, ``kill``) raise :class:`Terminated`, a ``KeyboardInterrupt``,
+in the main thread, so every ``with`` block unwinds and the output's temporary file is deleted as for Ctrl-C.
+Once the command line has caught the interruption, :func:`ignore_stop_signals` makes further signals harmless:
+pressing Ctrl-C again while the interpreter exits (joining its threads) would otherwise print a
+``threading._shutdown`` traceback or kill the process with another exit code.
 """
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-log = logging.getLogger(__name__)
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
@@ -24,44 +21,31 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP received: handled like Ctrl-C."""
 
 
-class _StopOnce:
-    def __init__(self) -> None:
-        self.received: int | None = None
-
-    def __call__(self, signum, frame) -> None:
-        if self.received is not None:
-            log.debug("signal %d ignored: already stopping after signal %d", signum, self.received)
-            return
-        self.received = signum
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(f"signal {signum}")
-
-
-def install_stop_handlers() -> bool:
-    """For the process's lifetime (the command line's entry point): the first stop signal raises, later ones are
-    ignored. False (nothing done) outside the main thread, where Python cannot install handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    handler = _StopOnce()
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, handler)
-    return True
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
 
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """While active, SIGTERM and SIGHUP raise :class:`Terminated` like Ctrl-C (and only the first stop signal
-    raises). Handlers installed for the whole process by :func:`install_stop_handlers` are kept as they are."""
-    if threading.current_thread() is not threading.main_thread() or isinstance(
-        signal.getsignal(signal.SIGTERM), _StopOnce
-    ):
+    """While active, SIGTERM and SIGHUP raise :class:`Terminated` (Ctrl-C raises ``KeyboardInterrupt`` anyway)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handler = _StopOnce()
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS if signum != signal.SIGINT}
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGINT and signal.getsignal(signum) != signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _raise_terminated)
     try:
         yield
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+def ignore_stop_signals() -> None:
+    """For a process that has been stopped, or whose command is over, and now only exits: ignore stop signals.
+    (Python resets its own handlers to the default action late in its shutdown; an ignored signal stays
+    ignored.) Only for the command line's own process, never for a library caller."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)

@@ -48,8 +48,9 @@ def _param_name(exc: Any, ctx: Any) -> str | None:
         hint = exc.param_hint if isinstance(exc.param_hint, str) else " / ".join(exc.param_hint)
         return hint.strip("'\"")
     if exc.param is not None:
-        opts = getattr(exc.param, "opts", None) or [exc.param.name or ""]
-        return max(opts, key=len)  # the long form: --max-frames rather than -m
+        if getattr(exc.param, "param_type_name", "") == "option":
+            return max(exc.param.opts, key=len)  # the long form: --max-frames rather than -m
+        return exc.param.metavar or (exc.param.name or "argument").upper()  # an argument, e.g. MANIFEST
     return None
 
 

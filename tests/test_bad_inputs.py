@@ -234,3 +234,38 @@ def test_report_path_checked_before_work(monkeypatch, tmp_path, ref, command, wh
     message = "report directory" if where == "missing" else "--report is a directory"
     assert message in only_line(result)
     assert calls == [] and not (tmp_path / "o.mp4").exists()
+
+
+# ------------------------------------------------------------------------------------------------ CLI output
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        (["animate", "--ref", "a.png", "--drive", "d.mp4", "--max-frames", "abc"], "error: --max-frames: "),
+        (["animate", "--drive", "d.mp4"], "error: --ref: required, but not given"),
+        (["animate", "--ref", "a.png", "--drive", "d.mp4", "--sead", "3"], "error: --sead: no such option"),
+        (["batch"], "error: MANIFEST: required, but not given"),
+    ],
+)
+def test_usage_errors_are_one_line(args, start):
+    result = run(*args)
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(start) and line.endswith("--help`)"), line
+
+
+def test_warnings_and_job_errors_are_not_wrapped_without_a_terminal(fake, tmp_path, ref):
+    deep = tmp_path / ("a-rather-long-directory-name-" * 3)
+    deep.mkdir()
+    drive = make_video(deep / "cut.mp4", frames=40, width=96, height=96, faststart=True)
+    data = drive.read_bytes()
+    start = data.index(b"mdat") + 4
+    drive.write_bytes(data[: start + (len(data) - start) // 2])
+    (tmp_path / "m.csv").write_text(f"{ref},{drive},{tmp_path / 'o1.mp4'}\n{ref},{deep / 'missing.mp4'},o2.mp4\n")
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "m.csv"), *SIZE], env={"COLUMNS": "80"})
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    warning = [line for line in lines if "the stream ended after" in line]
+    assert len(warning) == 1 and warning[0].startswith(f"warning: {drive}: ")
+    assert warning[0].endswith("(file truncated?); using the frames decoded")
+    failed = [line for line in lines if "job 1 failed" in line]
+    assert failed == [f"error: job 1 failed: {deep / 'missing.mp4'}: driving video not found"]

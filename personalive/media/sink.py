@@ -172,15 +172,16 @@ class VideoSink:
         return self.path
 
     def abort(self) -> None:
-        """Drop everything: close quietly and delete the temporary file."""
+        """Drop everything: delete the temporary file (first: a second Ctrl-C during the rest leaves nothing), then
+        close quietly."""
         self._closed = True
+        self._tmp.unlink(missing_ok=True)
         for closeable in (getattr(self, "_audio", None), getattr(self, "_container", None)):
             if closeable is not None:
                 try:
                     closeable.close()
                 except Exception:  # noqa: BLE001 - the file is being discarded anyway
                     log.debug("ignored error while discarding %s", self._tmp, exc_info=True)
-        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoSink:
         return self
