@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from personalive import weights_integrity as wi
 from personalive.errors import WeightsError
+from personalive.weights import integrity as wi
 
 
 @pytest.fixture(autouse=True)

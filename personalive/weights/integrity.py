@@ -33,7 +33,8 @@ from personalive.errors import WeightsError
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 22  # bytes read at a time when hashing or checking CRCs
-SMALL_MEMBER = 1 << 20  # archive members up to this size are CRC-checked at every load (pickle, version, ...)
+SMALL_MEMBER = 1 << 16  # archive members up to this size (version, byte order, biases, norms) and the pickle
+# are CRC-checked at every load: a few percent of the bytes of the release weights
 CACHE_FILE = "weights-sha256.json"
 FIX = "re-download it with `personalive weights download`"
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # zip local file header: signature ... name length, extra length
@@ -60,12 +61,13 @@ def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -
             while member.read(CHUNK):
                 pass
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        return f"{path}: member {info.filename} is corrupt ({exc}); {FIX}"
+        return f"{path}: member {info.filename} is corrupt ({exc})"
     return None
 
 
 def verify_archive(path: str | os.PathLike) -> list[str]:
-    """Every CRC of a zip-format weight file, reading every byte; the problems found (empty: intact or no zip)."""
+    """Every CRC of a zip-format weight file, reading every byte; the problems found (empty: intact or no zip),
+    each naming the file and the member."""
     path = Path(path)
     found = _members(path)
     if found is None:
@@ -76,8 +78,8 @@ def verify_archive(path: str | os.PathLike) -> list[str]:
 
 
 def check_archive_structure(path: str | os.PathLike, small: int = SMALL_MEMBER) -> None:
-    """The cheap check at load: readable directory, members inside the file, the CRCs of members of at most
-    ``small`` bytes. Raises :class:`WeightsError` naming the file."""
+    """The cheap check at load: readable directory, members inside the file, the CRCs of the pickled structure
+    and of members of at most ``small`` bytes. Raises :class:`WeightsError` naming the file."""
     path = Path(path)
     found = _members(path)
     if found is None:
@@ -94,10 +96,10 @@ def check_archive_structure(path: str | os.PathLike, small: int = SMALL_MEMBER) 
             end = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
             if end > size:
                 raise WeightsError(f"{path}: member {info.filename} runs past the end of the file (truncated); {FIX}")
-            if info.file_size <= small:
+            if info.file_size <= small or info.filename.endswith(".pkl"):
                 problem = _check_member(archive, info, path)
                 if problem:
-                    raise WeightsError(problem)
+                    raise WeightsError(f"{problem}; {FIX}")
 
 
 # ------------------------------------------------------------------------------------------------ values
