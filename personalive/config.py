@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from personalive.backends import BACKENDS
+from personalive.config_checks import check_values
 from personalive.errors import ConfigError
 
 
@@ -54,12 +54,6 @@ class CropMode(Choice):
 
 # one member per entry of the backend table: a new backend needs no change here
 Backend = Choice("Backend", {name: name for name in BACKENDS})
-
-
-# what diffusers' DDIMScheduler accepts
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes a 64-bit unsigned seed
 
 
 def default_weights_dir() -> str:
@@ -165,56 +159,8 @@ class RunConfig:
             raise ConfigError(f"media.crf={media.crf}: must be between 0 and 51")
         if media.max_frames is not None and media.max_frames < 1:
             raise ConfigError(f"media.max_frames={media.max_frames}: must be >= 1")
-        self._validate_more()
+        check_values(self)  # the values that used to pass here and fail after the models had loaded
         return self
-
-    def _validate_more(self) -> None:
-        """The values that used to pass and then fail after the models had loaded."""
-        from personalive.media.encoder import check_encoder_settings
-
-        g, sch, md = self.generation, self.scheduler, self.media
-        if g.adaptive_steps < 2:
-            # the window staggers adaptive_steps noise levels; with one there are no start-up frames to denoise
-            raise ConfigError(
-                f"generation.adaptive_steps={g.adaptive_steps}: must be >= 2 and divide "
-                f"generation.inference_steps={g.inference_steps} (upstream uses 4 and 4)"
-            )
-        if g.inference_steps > sch.num_train_timesteps:
-            raise ConfigError(
-                f"generation.inference_steps={g.inference_steps}: must be at most "
-                f"scheduler.num_train_timesteps={sch.num_train_timesteps}"
-            )
-        if not 0 <= g.seed < SEED_LIMIT:
-            raise ConfigError(f"generation.seed={g.seed}: must be between 0 and 2**64 - 1")
-        if not 1 <= g.min_face_box <= min(g.height, g.width):
-            raise ConfigError(
-                f"generation.min_face_box={g.min_face_box}: must be between 1 and the model's size "
-                f"{min(g.height, g.width)} (pixels at the model resolution)"
-            )
-        for key, value in (
-            ("generation.keyframe_threshold", g.keyframe_threshold),
-            ("generation.translation_scale", g.translation_scale),
-        ):
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{key}={value}: must be a finite number >= 0")
-        if sch.num_train_timesteps < 1:
-            raise ConfigError(f"scheduler.num_train_timesteps={sch.num_train_timesteps}: must be >= 1")
-        if not 0 < sch.beta_start < sch.beta_end < 1:
-            raise ConfigError(
-                f"scheduler.beta_start={sch.beta_start}, scheduler.beta_end={sch.beta_end}: "
-                "need 0 < beta_start < beta_end < 1"
-            )
-        _choice("scheduler.beta_schedule", sch.beta_schedule, BETA_SCHEDULES)
-        _choice("scheduler.timestep_spacing", sch.timestep_spacing, TIMESTEP_SPACINGS)
-        _choice("scheduler.prediction_type", sch.prediction_type, ("epsilon",))  # PersonaLive predicts noise
-        if sch.steps_offset < 0:
-            raise ConfigError(f"scheduler.steps_offset={sch.steps_offset}: must be >= 0")
-        check_encoder_settings(md.codec, md.pix_fmt, md.preset)
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r}: expected one of {', '.join(choices)}")
 
 
 # ---------------------------------------------------------------------------------------------- merging
