@@ -66,7 +66,11 @@ def run(
     progress: jobs.Progress | None = None,
 ) -> dict[str, Any]:
     """Every job of the manifest (or of its shard). Raises JobsFailedError if any failed."""
+    from personalive.media.outputs import check_report_path
+
     shard_i, shard_n = parse_shard(shard)
+    if report is not None:
+        check_report_path(report)  # before any work: a report that cannot be written must not be lost at the end
     device, dtype = jobs.resolve_environment(config)
     every = read_manifest(Path(manifest))
     mine = [job for job in every if job.index % shard_n == shard_i]

@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from personalive import __version__
 from personalive.errors import PersonaLiveError
+from personalive.terminal import OneLineErrors, OneLineFormatter, click_errors
 
 if TYPE_CHECKING:
     from personalive.config import RunConfig
@@ -34,13 +34,20 @@ err_console = Console(stderr=True)
 class _State:
     verbose: bool = False
     quiet: bool = False
+    own_process: bool = False  # run by main(), not inside a test runner: signal handling is ours
 
 
 state = _State()
 
 
-class _Commands(TyperGroup):
-    """Runs a command; the one place where errors become one line on stderr and an exit code."""
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line, whatever a library put into it (scripts grep the log line by line)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+class _Commands(OneLineErrors):
+    """Runs a command; the one place where errors become one line on stderr and an exit code (usage errors too:
+    :class:`~personalive.terminal.OneLineErrors`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,18 +55,22 @@ class _Commands(TyperGroup):
         except PersonaLiveError as exc:
             if state.verbose:
                 err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            if state.own_process:  # cleanup is done; further Ctrl-C must not interrupt the exit (threading._shutdown)
+                from personalive.signals import ignore_stop_signals
+
+                ignore_stop_signals()
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
-        except (typer.Exit, click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort, click_errors.ClickException, click.exceptions.Exit, click.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: no traceback unless asked for
             if state.verbose:
                 err_console.print_exception()
             err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(_one_line(exc))} "
                 "(run with --verbose for the traceback)",
                 highlight=False,
                 soft_wrap=True,
@@ -83,7 +94,12 @@ app.add_typer(config_app, name="config", no_args_is_help=True)
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = RichHandler(console=err_console, show_path=verbose, show_time=verbose, markup=False)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=verbose, show_time=verbose, markup=False)
+    else:  # read by scripts: one message, one line, never wrapped at 80 columns
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(OneLineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -368,7 +384,13 @@ def info() -> None:
 
 
 def main() -> None:
-    app()
+    from personalive.signals import ignore_stop_signals
+
+    state.own_process = True
+    try:
+        app()
+    finally:
+        ignore_stop_signals()  # only exiting is left: a late Ctrl-C must not change the exit code
 
 
 if __name__ == "__main__":  # pragma: no cover

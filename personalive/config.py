@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from personalive.backends import BACKENDS
+from personalive.config_checks import check_values
 from personalive.errors import ConfigError
 from personalive.upstream_config import is_upstream, map_upstream
 
@@ -164,6 +165,7 @@ class RunConfig:
             raise ConfigError(f"media.crf={media.crf}: must be between 0 and 51")
         if media.max_frames is not None and media.max_frames < 1:
             raise ConfigError(f"media.max_frames={media.max_frames}: must be >= 1")
+        check_values(self)  # the values that used to pass here and fail after the models had loaded
         return self
 
 

@@ -4,34 +4,29 @@
 :func:`run_job` with the models loaded once (:class:`ModelCache`, which also reuses the reference fusion between
 consecutive jobs with the same reference).
 
-SIGTERM during a job is turned into :class:`Terminated` (a ``KeyboardInterrupt``) so the job is cleaned up like
-Ctrl-C: no partial output and no temporary file.
+SIGTERM or SIGHUP during a job is turned into :class:`Terminated` (a ``KeyboardInterrupt``) so the job is cleaned
+up like Ctrl-C: no partial output and no temporary file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from personalive.config import ModelDtype, RunConfig, flat_items
 from personalive.errors import PersonaLiveError, WeightsError
 from personalive.manifest import Job, default_output_name
+from personalive.signals import Terminated as Terminated  # re-exported: jobs.Terminated
+from personalive.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # frames between progress log lines when no progress bar is shown
 STAGES = ("conditioning", "denoising", "keyframes")  # the animator's timed stages (its ``stats`` fields)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM received: handled like Ctrl-C."""
 
 
 class Progress(Protocol):
@@ -147,7 +142,8 @@ def run_job(
 
     t_start = time.perf_counter()
     # 1. inputs and output, before any model loads
-    check_output_path(job.out, overwrite)
+    inputs = {"driving video": job.drive, "reference image": job.ref}
+    check_output_path(job.out, overwrite, inputs)
     check_input_file(job.ref, "reference image")
     load_reference(job.ref)  # decodes it: a bad reference fails here, not after loading models
     with VideoSource(job.drive, max_frames=config.media.max_frames) as source:
@@ -229,6 +225,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
         audio_from=job.drive if audio else None,
         audio_start=info.start,
         overwrite=overwrite,
+        inputs={"driving video": job.drive, "reference image": job.ref},
     )
     with sink:
         progress.start(job.out.name, source.expected_frames)
@@ -281,21 +278,10 @@ def _peak_host_mib() -> float | None:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """While active, SIGTERM raises :class:`Terminated` (so cleanup runs as for Ctrl-C)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def terminate_as_interrupt():
+    """While active, SIGTERM and SIGHUP raise :class:`Terminated` (so cleanup runs as for Ctrl-C); see
+    :mod:`personalive.signals`."""
+    return stop_on_signals()
 
 
 def resolve_environment(config: RunConfig) -> tuple[Any, Any]:
@@ -350,6 +336,10 @@ def animate(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """`personalive animate`: one job. Returns the report (also written to ``report`` if given)."""
+    from personalive.media.outputs import check_report_path
+
+    if report is not None:
+        check_report_path(report)  # before any work: a report that cannot be written must not be lost at the end
     device, dtype = resolve_environment(config)
     ref, drive = Path(ref), Path(drive)
     job = Job(ref=ref, drive=drive, out=Path(out) if out is not None else Path.cwd() / default_output_name(ref, drive))
