@@ -51,6 +51,8 @@ class StaggeredDDIM:
     def __init__(self, scheduler: SchedulerConfig, generation: GenerationConfig) -> None:
         from diffusers import DDIMScheduler
 
+        self._coefficient_cache: dict[tuple, torch.Tensor] = {}
+
         if scheduler.prediction_type != "epsilon":
             raise ConfigError(
                 f"scheduler.prediction_type={scheduler.prediction_type!r}: PersonaLive predicts noise; use 'epsilon'"
@@ -101,9 +103,19 @@ class StaggeredDDIM:
         alpha_t = self.alphas_cumprod.to(dtype)[timesteps]
         return torch.stack([alpha_t**0.5, (1 - alpha_t) ** 0.5])
 
+    def _noise_coefficients_on(
+        self, timesteps: torch.Tensor, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        # cached per (timesteps, dtype, device): the same few are used in every window, and copying them to the
+        # device afresh each time would make the host wait for the GPU (see keypoints.device_constant)
+        key = (tuple(timesteps.reshape(-1).tolist()), dtype, str(device))
+        if key not in self._coefficient_cache:
+            self._coefficient_cache[key] = self.noise_coefficients(timesteps.cpu(), dtype).to(device)
+        return self._coefficient_cache[key]
+
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Forward-diffuse clean ``latents`` (B, C, F, H, W) to per-frame ``timesteps`` (F,) (or one, broadcast)."""
-        coef = self.noise_coefficients(timesteps.cpu(), latents.dtype).to(latents.device)
+        coef = self._noise_coefficients_on(timesteps, latents.dtype, latents.device)
         sqrt_alpha, sqrt_one_minus = (c.view(1, 1, -1, 1, 1) for c in coef)
         return sqrt_alpha * latents + sqrt_one_minus * noise
 
