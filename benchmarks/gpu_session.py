@@ -92,10 +92,11 @@ def profile_step(step, inputs, device) -> dict:
 
 def ours(results: dict, args) -> None:
     from personalive import bench
-    from personalive.backends import make_step
+    from personalive.backends import backend_class
     from personalive.config import load_config
     from personalive.environment import cuda_devices, versions
     from personalive.pipeline.window import example_window_inputs
+    from personalive.random_weights import random_models, save_layout
 
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -103,13 +104,13 @@ def ours(results: dict, args) -> None:
     results["card"] = cuda_devices()
     results["versions"] = versions()
     start = time.perf_counter()
-    models = bench.random_models(args.size, device, dtype)
+    models = random_models(args.size, device, dtype)
     bench.Clock(device).sync()
     results["random_build_s"] = round(time.perf_counter() - start, 2)
     extra = {"model.dtype": "fp16" if dtype == torch.float16 else "fp32", "runtime.device": str(device)}
     if args.size == "tiny":
         extra |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
-    config = load_config(extra=extra)
+    config = load_config(options=extra)
     options = bench.BenchOptions(random=args.size, frames=args.frames, iters=args.iters, warmup=args.warmup)
     keyframes = (0, 3)
 
@@ -122,10 +123,10 @@ def ours(results: dict, args) -> None:
     guarded(results, "step_savings_off", steps, savings=False)
     bench.set_exact_savings(models, True)
     if device.type == "cuda":
-        step = make_step(models, config, device, dtype, "eager")
+        step = backend_class("eager").from_models(models, config, device)
         inputs = example_window_inputs(models, config, device, dtype)
         guarded(results, "profile_step", profile_step, step, inputs, device)
-    step = make_step(models, config, device, dtype, "eager")
+    step = backend_class("eager").from_models(models, config, device)
     guarded(results, "stream_overlap_on", bench.measure_stream, models, config, device, options, step)
     no_overlap = bench.BenchOptions(**{**vars(options), "overlap": False})
     guarded(results, "stream_overlap_off", bench.measure_stream, models, config, device, no_overlap, step)
@@ -138,7 +139,7 @@ def ours(results: dict, args) -> None:
         for name in ("denoising_unet", "vae", "pose_guider"):
             getattr(models, name).to(memory_format=torch.contiguous_format)
     if args.weights_dir:
-        guarded(results, "save_layout_s", lambda: _timed(bench.save_layout, models, Path(args.weights_dir)))
+        guarded(results, "save_layout_s", lambda: _timed(save_layout, models, Path(args.weights_dir)))
 
 
 def _timed(fn, *args) -> float:
@@ -174,6 +175,34 @@ def animate_command(tree: Path, weights: Path, frames: int, tag: str, timeout: i
         keep = ("frames", "seconds", "fps", "timings", "peak_gpu_memory_mib", "peak_host_memory_mib", "load_s")
         out["report"] = {k: report.get(k) for k in keep}
     return out
+
+
+LOAD_SNIPPET = """
+import json, resource, sys, time, torch
+from personalive.weights import load_models
+device = torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')
+torch.zeros(1, device=device)  # CUDA context first: it is not the loader's memory
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+models = load_models(sys.argv[1], torch.float16 if device.type == 'cuda' else torch.float32, device)
+if device.type == 'cuda':
+    torch.cuda.synchronize()
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({'seconds': round(seconds, 2), 'host_before_gib': round(base / 2**20, 2),
+                  'host_peak_above_gib': round((peak - base) / 2**20, 2)}))
+"""
+
+
+def load_timing(tree: Path, weights: Path, timeout: int) -> dict:
+    """load_models of the whole set in a fresh process (warm page cache): seconds and host memory above baseline."""
+    env = {**os.environ, "PYTHONPATH": f"{os.environ.get('SITE', '/tmp/site')}:{tree}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_SNIPPET, str(weights)], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode:
+        return {"tree": str(tree), "rc": proc.returncode, "stderr": proc.stderr[-2000:]}
+    return {"tree": str(tree), **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:

@@ -135,14 +135,14 @@ def use_channels_last(models: Any) -> None:
 
 # ------------------------------------------------------------------------------------------ measurements
 def measure_step(models: Any, config: Any, device: torch.device, options: BenchOptions, keyframes: int) -> dict:
-    from personalive.backends import make_step
-    from personalive.pipeline.window import example_window_inputs, window_input_names
+    from personalive.backends import backend_class
+    from personalive.pipeline.window import example_window_inputs
 
     dtype = models.dtype
-    step = make_step(models, config, device, dtype, options.backend)
+    step = backend_class(options.backend).from_models(models, config, device)
     inputs = example_window_inputs(models, config, device, dtype, num_keyframes=keyframes)
     if not options.savings:  # raw (B, R, C) features in, projected inside every call
-        names = window_input_names(models, config)[7:]
+        names = list(step.feature_names)
         for name in names:
             inputs[name] = inputs[name][..., : inputs[name].shape[-1] // 2].contiguous()
         step = ProjectPerWindow(step, models.denoising_unet, names)
@@ -178,10 +178,10 @@ def measure_stream(models: Any, config: Any, device: torch.device, options: Benc
     size = config.generation.height
     reference_image, *driving = synthetic_frames(options.frames + 1, size, device)
     if options.warmup > 0:  # one short run first: cuDNN autotuning, compilation
-        warm = Animator(models, config, device, models.dtype, step=step, overlap=options.overlap)
+        warm = Animator(models, config, step, overlap=options.overlap)
         for _ in warm.animate(warm.fuse_reference(reference_image), driving[: 4 * config.generation.window]):
             pass
-    animator = Animator(models, config, device, models.dtype, step=step, overlap=options.overlap)
+    animator = Animator(models, config, step, overlap=options.overlap)
     clock = Clock(device)
     reset_peak(device)
     start = time.perf_counter()
@@ -211,71 +211,6 @@ def measure_stream(models: Any, config: Any, device: torch.device, options: Benc
         "keyframes_added": stats.keyframes_added,
         "peak_gpu_gib": peak_gpu_gib(device),
     }
-
-
-# ------------------------------------------------------------------------------------------ models
-@torch.no_grad()
-def random_models(size: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
-    """Every network at ``size`` with random weights (``personalive.weights_init``'s recipe), built on ``device``.
-
-    Built directly on the device (default initialisation there is fast), filled with values from a generator on
-    the device, cast to ``dtype``; nothing is written to disk. Values differ from ``weights_init``'s files (another
-    generator); magnitudes are the same.
-    """
-    from personalive.weights import NETWORKS, ModelSet, build_network
-    from personalive.weights_init import (
-        SEED_OFFSETS,
-        motion_token_rms,
-        scale_motion_cross_attention_,
-        sizes_for,
-        tune_motion_extractor_heads_,
-    )
-
-    sizes = sizes_for(size)
-    networks: dict[str, torch.nn.Module] = {}
-    token_rms = 40.0
-    for name in ("motion_encoder", *[n for n in NETWORKS if n != "motion_encoder"]):
-        with torch.device(device):
-            module = build_network(name, sizes).eval().requires_grad_(False)
-        _randomize_on_device_(module, seed * 100 + SEED_OFFSETS[name])
-        if name == "motion_extractor":
-            tune_motion_extractor_heads_(module, seed)
-        if name == "motion_encoder":
-            token_rms = motion_token_rms(module.cpu(), seed)
-            module.to(device)
-        if name == "denoising_unet":
-            scale_motion_cross_attention_(module, 1.0 / token_rms)
-        torch.nn.Module.to(module, dtype=torch.float32 if name == "image_encoder" else dtype)
-        networks[name] = module
-    return ModelSet(
-        **networks,
-        sizes=sizes,
-        weights_hash=f"random-{size}-{seed}",
-        weights_dir=Path(f"<random {size}>"),
-        device=device,
-        dtype=dtype,
-        clip_dtype=torch.float32,
-    )
-
-
-def _randomize_on_device_(module: torch.nn.Module, seed: int) -> None:
-    """``weights_init.randomize_``'s distributions, drawn on the parameters' device (seconds, not minutes)."""
-    for i, (name, p) in enumerate(module.named_parameters()):
-        g = torch.Generator(p.device).manual_seed(seed * 100_003 + i)
-        value = torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32)
-        if p.ndim >= 2:
-            value /= max(p[0].numel(), 1) ** 0.5
-        elif name.endswith("weight"):
-            value = 1.0 + 0.1 * value
-        else:
-            value *= 0.02 if name.endswith("bias") else 0.1
-        p.copy_(value)
-    for name, b in module.named_buffers():
-        g = torch.Generator(b.device).manual_seed(seed)
-        if name.endswith("running_mean"):
-            b.copy_(0.1 * torch.randn(b.shape, generator=g, device=b.device))
-        elif name.endswith("running_var"):
-            b.copy_(0.5 + torch.rand(b.shape, generator=g, device=b.device))
 
 
 # ------------------------------------------------------------------------------------------ video
@@ -316,7 +251,8 @@ def measure_video(models: Any, config: Any, device: torch.device, options: Bench
     import numpy as np
     from PIL import Image
 
-    from personalive.jobs import Animators, Job, LogProgress, run_job
+    from personalive.jobs import LogProgress, ModelCache, run_job
+    from personalive.manifest import Job
     from personalive.pipeline.animate import Animator
 
     width, height = options.video_size
@@ -327,11 +263,11 @@ def measure_video(models: Any, config: Any, device: torch.device, options: Bench
         made = time.perf_counter() - start
         rgb = np.random.default_rng(1).integers(0, 256, (height, height, 3), dtype=np.uint8)
         Image.fromarray(rgb).save(folder / "ref.png")
-        pool = Animators(lambda cfg: Animator(models, cfg, device, models.dtype, step=step))
+        cache = ModelCache(config, device, models.dtype, build=lambda cfg: Animator(models, cfg, step))
         job = Job(ref=folder / "ref.png", drive=clip, out=folder / "out.mp4")
         reset_peak(device)
         start = time.perf_counter()
-        entry = run_job(job, config, lambda: pool, device, overwrite=True, progress=LogProgress())
+        entry = run_job(job, config, cache, device, overwrite=True, progress=LogProgress())
         seconds = time.perf_counter() - start
     return {
         "frames": entry["frames"],
@@ -348,7 +284,7 @@ def measure_video(models: Any, config: Any, device: torch.device, options: Bench
 # ------------------------------------------------------------------------------------------ the command
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Every measurement of ``options``; returns the report (see the module doc)."""
-    from personalive.backends import make_step
+    from personalive.backends import backend_class
     from personalive.config import load_config
     from personalive.environment import cuda_devices, resolve_device, torch_dtype, versions
     from personalive.errors import ConfigError
@@ -369,6 +305,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     }
     start = time.perf_counter()
     if options.random is not None:
+        from personalive.random_weights import random_models
+
         models = random_models(options.random, device, dtype, options.seed)
     else:
         from personalive.weights import load_models
@@ -379,7 +317,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     load_s = time.perf_counter() - start
     if options.random == "tiny":  # the tiny networks' native resolution (128x128)
         extra |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
-    config = load_config(extra=extra)
+    config = load_config(options=extra)
     set_exact_savings(models, options.savings)
     if options.channels_last:
         use_channels_last(models)
@@ -399,7 +337,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     report["step"] = [measure_step(models, config, device, options, k) for k in options.keyframes]
     for row in report["step"]:
         log.info("step, %d keyframes: %.1f ms median, %.1f fps", row["keyframes"], row["median_ms"], row["step_fps"])
-    step = make_step(models, config, device, dtype, options.backend)
+    step = backend_class(options.backend).from_models(models, config, device)
     if options.frames > 0:
         report["stream"] = measure_stream(models, config, device, options, step)
         log.info("stream: %s", report["stream"])
@@ -408,28 +346,3 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         log.info("video: %s", report["video"])
     report["peak_host_gib"] = peak_host_gib()
     return report
-
-
-def save_layout(models: Any, root: Path) -> Path:
-    """Write a model set in the official layout under ``root`` (for timing real loading of full-size weights)."""
-    from personalive.model_sizes import MODEL_INDEX
-    from personalive.weights import NETWORKS, TEMPORAL_KEY, WeightsLayout
-    from personalive.weights_init import _save, _write_json
-
-    layout = WeightsLayout(root)
-    sizes = models.sizes
-    _write_json(layout.unet_config, sizes.unet)
-    _write_json(layout.image_encoder_config, sizes.clip)
-    _write_json(layout.vae_config, sizes.vae)
-    _write_json(layout.model_index, MODEL_INDEX)
-    _write_json(layout.sizes_file, {"size": "random", "seed": 0, **sizes.personalive_config()})
-    layout.denoising_unet.parent.mkdir(parents=True, exist_ok=True)
-    for name in NETWORKS:
-        module = getattr(models, name)
-        dtype = next(module.parameters()).dtype
-        if name == "denoising_unet":
-            _save(module, layout.denoising_unet, dtype, keep=lambda k: TEMPORAL_KEY not in k)
-            _save(module, layout.temporal_module, dtype, keep=lambda k: TEMPORAL_KEY in k)
-        else:
-            _save(module, layout.network_files(name)[0], dtype)
-    return root  # without the base UNet's weights, which the loader does not read
