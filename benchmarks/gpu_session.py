@@ -112,11 +112,10 @@ def ours(results: dict, args) -> None:
         extra |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
     config = load_config(options=extra)
     options = bench.BenchOptions(random=args.size, frames=args.frames, iters=args.iters, warmup=args.warmup)
-    keyframes = (0, 3)
 
     def steps(**changes) -> list:
         opts = bench.BenchOptions(**{**vars(options), **changes})
-        return [bench.measure_step(models, config, device, opts, k) for k in keyframes]
+        return [bench.measure_step(models, config, device, opts, k) for k in opts.keyframes]
 
     guarded(results, "step_savings_on", steps)
     bench.set_exact_savings(models, False)
