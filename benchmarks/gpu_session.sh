@@ -13,7 +13,7 @@ pip --upgrade --target /tmp/site .whl/*.whl || exit 1
 pip --target /tmp/site-up .oracle/wheels/*.whl || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/nvidia-smi.csv" 2>&1
 UPSTREAM="ORACLE_HOME=$ROOT/.oracle PYTHONPATH=/tmp/site-up python3 $ROOT/.gpu-shared/oracle/bench_gpu.py \
---frames 48 --runs upstream,no_hkf --skip-micro --out $OUT/upstream"
+--frames 96 --runs upstream,no_hkf --skip-micro --out $OUT/upstream"
 cd "$TREE" || exit 1
 export PYTHONPATH=/tmp/site:$TREE SITE=/tmp/site PYTHONUNBUFFERED=1
 python3 benchmarks/gpu_session.py --out "$OUT" --upstream-cmd "$UPSTREAM" --weights-dir /tmp/pw-full \
