@@ -67,7 +67,7 @@ def profile_step(step, inputs, device) -> dict:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step(inputs)
         torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or e.self_device_time_total > 0]
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]  # kernels, not the ops launching them
     total = sum(e.self_device_time_total for e in events) or 1.0
     groups: dict[str, float] = {}
     patterns = {
@@ -82,7 +82,18 @@ def profile_step(step, inputs, device) -> dict:
         group = next((g for g, keys in patterns.items() if any(k in name for k in keys)), "other elementwise")
         groups[group] = groups.get(group, 0.0) + e.self_device_time_total
     top = sorted(events, key=lambda e: -e.self_device_time_total)[:25]
+    # host-bound or not: how long the host takes to queue one step, against the step's time on the device
+    host, whole = [], []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        step(inputs)
+        host.append(time.perf_counter() - start)
+        torch.cuda.synchronize()
+        whole.append(time.perf_counter() - start)
     return {
+        "host_queue_ms": round(1000 * sorted(host)[2], 1),
+        "host_and_device_ms": round(1000 * sorted(whole)[2], 1),
         "device_ms": round(total / 1000, 2),
         "groups_pct": {k: round(100 * v / total, 1) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
         "top": [[e.key[:90], round(e.self_device_time_total / 1000, 3), e.count] for e in top],
@@ -214,6 +225,7 @@ def main() -> None:
     p.add_argument("--video-frames", type=int, default=300)
     p.add_argument("--upstream-cmd", default="")
     p.add_argument("--upstream-timeout", type=int, default=240)
+    p.add_argument("--skip-upstream", action="store_true", help="a second call: upstream measured in the first")
     p.add_argument("--weights-dir", default="")
     p.add_argument("--old-tree", default="")
     p.add_argument("--animate-frames", type=int, default=300)
@@ -231,7 +243,7 @@ def main() -> None:
     def save() -> None:
         path.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
-    if args.upstream_cmd:
+    if args.upstream_cmd and not args.skip_upstream:
         guarded(results, "upstream", run_upstream, args.upstream_cmd, args.upstream_timeout)
         save()
     guarded(results, "ours", lambda: ours(results, args) or "done")
@@ -241,6 +253,10 @@ def main() -> None:
     save()
     if args.weights_dir:
         weights = Path(args.weights_dir)
+        guarded(results, "load_new", load_timing, ROOT, weights, args.animate_timeout)
+        if args.old_tree:
+            guarded(results, "load_old", load_timing, Path(args.old_tree), weights, args.animate_timeout)
+        save()
         guarded(
             results, "animate_new", animate_command, ROOT, weights, args.animate_frames, "new", args.animate_timeout
         )
