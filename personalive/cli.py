@@ -336,6 +336,55 @@ def verify_engine(
     engines.verify_engine(cfg, path, meta, tolerance=tolerance, draws=draws)
 
 
+@app.command()
+def bench(
+    weights: WeightsOpt = None,
+    random: Annotated[
+        str | None, typer.Option("--random", help="full or tiny: random weights built in memory instead of --weights.")
+    ] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    frames: Annotated[
+        int, typer.Option("--frames", help="Synthetic device frames for the stream run (0: skip).")
+    ] = 48,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing.")] = 3,
+    iters: Annotated[int, typer.Option("--iters", help="Timed window-step calls (medians reported).")] = 10,
+    keyframes: Annotated[str, typer.Option("--keyframes", help="History-keyframe counts for the step.")] = "0,3",
+    video_frames: Annotated[
+        int, typer.Option("--video-frames", help="Frames of a generated 29.97 fps clip run through PyAV (0: skip).")
+    ] = 0,
+    video_size: Annotated[str, typer.Option("--video-size", help="WIDTHxHEIGHT of that clip.")] = "640x480",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here (default: stdout).")] = None,
+) -> None:
+    """Measure loading, the window step, the stream and a real decode/animate/encode run; print JSON."""
+    import json
+
+    from personalive.bench import BenchOptions, run_bench
+
+    if weights is None and random is None:
+        random = "tiny"  # nothing to load: the quickest meaningful run
+    counts = tuple(int(k) for k in keyframes.split(",") if k.strip())
+    options = BenchOptions(
+        weights=weights,
+        random=random,
+        backend=backend or "eager",
+        dtype=dtype or "auto",
+        device=device,
+        frames=frames,
+        warmup=warmup,
+        iters=iters,
+        keyframes=counts,
+        video_frames=video_frames,
+        video_size=tuple(int(v) for v in video_size.lower().split("x")),
+    )
+    text = json.dumps(run_bench(options), indent=2, default=str)
+    if json_out is None:
+        typer.echo(text)
+    else:
+        json_out.write_text(text + "\n")
+
+
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the merged configuration (defaults <- --config <- --set) as YAML."""

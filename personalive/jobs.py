@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # frames between progress log lines when no progress bar is shown
 STAGES = ("conditioning", "denoising", "keyframes")  # the animator's timed stages (its ``stats`` fields)
+# decoded frames held ahead of the window loop, and animated frames waiting for the encoder: two windows' worth
+# and more, few enough that memory stays flat (a 640x480 RGB frame is 0.9 MB, a 512x512 one 0.8 MB)
+DECODE_AHEAD = 16
+ENCODE_QUEUE = 16
 
 
 class Progress(Protocol):
@@ -67,9 +71,10 @@ class ModelCache:
     """Models loaded once (on first use); an animator per distinct per-job generation config; the last reference
     fusion."""
 
-    def __init__(self, config: RunConfig, device, dtype):
+    def __init__(self, config: RunConfig, device, dtype, build: Callable[[RunConfig], Any] | None = None):
+        """``build``: ``config -> Animator`` over models already loaded (default: load them on first use)."""
         self._config, self._device, self._dtype = config, device, dtype
-        self._build: Callable[[RunConfig], Any] | None = None
+        self._build: Callable[[RunConfig], Any] | None = build
         self._animators: dict[str, Any] = {}
         self._last_ref: tuple[tuple, Any] | None = None
         self.fusions = 0  # reference fusions actually computed (reuse is visible in tests and reports)
@@ -192,6 +197,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
     """Decode, animate and encode every frame into ``job.out``; returns the sink, audio flag and seconds spent."""
     import torch
 
+    from personalive.media.background import BackgroundWriter, prefetch
     from personalive.media.resize import fit_to_model
     from personalive.media.sink import VideoSink
 
@@ -199,18 +205,24 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
     audio = media.audio and info.has_audio
     if media.audio and not info.has_audio:
         log.debug("%s: no audio stream; the output is silent", job.drive)
-    clock = {"decode": 0.0, "encode": 0.0}
+    clock = {"decode": 0.0, "encode": 0.0}  # decode: the main thread's wait for frames; encode: the writer's time
 
     def frames() -> Iterator[torch.Tensor]:
-        it = iter(source)
+        # decoded on a background thread (PyAV releases the GIL in FFmpeg), DECODE_AHEAD frames ahead at most
+        decoded = prefetch(source, maxsize=DECODE_AHEAD)
         while True:
             t = time.perf_counter()
-            rgb = next(it, None)
+            rgb = next(decoded, None)
             if rgb is None:
                 return
             frame = fit_to_model(rgb, generation.height, generation.width, media.crop, device)
             clock["decode"] += time.perf_counter() - t
             yield frame
+
+    def write(frame: torch.Tensor) -> None:
+        t = time.perf_counter()
+        sink.write(frame)
+        clock["encode"] += time.perf_counter() - t
 
     generator = torch.Generator(device).manual_seed(generation.seed)
     sink = VideoSink(
@@ -231,11 +243,13 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
         progress.start(job.out.name, source.expected_frames)
         try:
             t_loop = time.perf_counter()
-            for frame in animator.animate(ref_state, frames(), generator=generator):
-                t = time.perf_counter()
-                sink.write(frame)
-                clock["encode"] += time.perf_counter() - t
-                progress.update(sink.frames_written)
+            # encoded on a background thread, so the window loop queues the next window while frames are encoded;
+            # leaving this block on an error drops what is queued, and the sink then removes its partial file
+            with BackgroundWriter(write, maxsize=ENCODE_QUEUE) as writer:
+                for frame in animator.animate(ref_state, frames(), generator=generator):
+                    writer.put(frame)
+                    progress.update(sink.frames_written)
+                writer.close()
             if sink.frames_written != source.frames_read:
                 raise PersonaLiveError(
                     f"{job.out}: the pipeline returned {sink.frames_written} frames for "

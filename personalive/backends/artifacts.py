@@ -23,7 +23,8 @@ from personalive.errors import EngineMismatchError, InputError
 
 log = logging.getLogger(__name__)
 
-SIDECAR_FORMAT = 1
+# 2: the reference inputs are each block's reference keys | values (2C channels), not the raw features (C)
+SIDECAR_FORMAT = 2
 ARTIFACT_STEM = "window_step"
 
 

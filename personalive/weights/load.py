@@ -279,6 +279,22 @@ def summarize_problems(root: Path | str, problems: list[str], shown: int = 5) ->
 
 
 # --------------------------------------------------------------------------------------------------- loading
+def _build_on(
+    name: str, sizes: ModelSizes, device: torch.device, dtype: torch.dtype, source: str | None = None
+) -> nn.Module:
+    """``name`` built directly on ``device`` and cast to ``dtype``, ready for its weights.
+
+    Built on the device because default initialisation, which the weights overwrite anyway, takes seconds per
+    network on a CPU and milliseconds on a GPU; and then no host copy of the network ever exists. Cast before
+    loading: copying the checkpoint's tensors into ``dtype`` parameters rounds them as ``.to(dtype)`` after
+    loading would, while the device never holds more than one network in float32.
+    """
+    with torch.device(device):
+        module = build_network(name, sizes, source)
+    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-kept modules that these networks do not have
+    return nn.Module.to(module, dtype=dtype)
+
+
 def load_models(
     weights_dir: str | os.PathLike,
     dtype: torch.dtype,
@@ -307,16 +323,17 @@ def load_models(
     loaded: dict[str, nn.Module] = {}
     problems: list[str] = []
     for name in (n for n in NETWORKS if n in networks):
-        module = build_network(name, sizes, config_file(name, layout, sizes))
+        module = _build_on(
+            name, sizes, device, clip_dtype if name == "image_encoder" else dtype, config_file(name, layout, sizes)
+        )
         state, origin = _read_network_state(name, layout)
         found = compare_state(_expected_shapes(module), state, origin, layout.network_files(name))
         if found:
             problems += found
             continue
+        # from the memory-mapped files straight into the device tensors (cast on the way, as .to(dtype) would)
         module.load_state_dict(state, strict=True)
         del state
-        # nn.Module.to: diffusers' ModelMixin.to warns about fp32-kept modules that these networks do not have
-        nn.Module.to(module, device=device, dtype=clip_dtype if name == "image_encoder" else dtype)
         # NaN or inf in the file (or overflowing the cast to fp16) would animate black frames: refuse them here,
         # on the device (fast on a GPU), naming the file and the key
         check_finite(module.state_dict(), origin)
