@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personalive.backends.base import OUTPUT_NAMES, STATE_INPUT_NAMES
 from personalive.errors import InputError, PersonaLiveError
+from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES, WINDOW_STEP_NETWORKS
 
 if TYPE_CHECKING:
     import torch
@@ -179,3 +179,183 @@ class AOTIRunner:
         with torch.no_grad():
             outputs = self.model(*(inputs[n].contiguous() for n in self.input_names))
         return dict(zip(OUTPUT_NAMES, outputs, strict=True))
+
+
+# ------------------------------------------------------------------------------------------- build and sidecar
+def default_package_path(
+    engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict
+) -> Path:
+    """``engines/<stem>-<sm90|cpu>-torch<version>.pt2``; used by build-engine and by the runtime's lookup."""
+    from personalive.backends import artifacts
+
+    stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
+    version = str(facts["torch_version"]).replace("+", "-")
+    return Path(engine_dir) / f"{stem}-{device_tag(facts)}-torch{version}{PACKAGE_SUFFIX}"
+
+
+def rebuild_command(config: Any, k: int) -> str:
+    from personalive.backends import artifacts
+
+    subset = artifacts.config_subset(config)
+    command = artifacts.build_command(None, config.model.weights_dir, subset, str(config.model.dtype), k)
+    return f"{command} --format aoti --device {config.runtime.device}"
+
+
+def build_package(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):
+    """Export and compile the window step of ``models`` (already in ``precision`` on ``device``) to ``path``.
+
+    Returns the sidecar (not yet written). The trace runs on inputs with one history keyframe when ``k`` > 0, so a
+    size baked into the graph by mistake shows up at 1x.
+    """
+    import torch
+
+    from personalive import __version__
+    from personalive.backends import artifacts
+    from personalive.backends.onnx import window_step_io
+    from personalive.environment import torch_dtype
+    from personalive.pipeline.window import build_window_module, example_window_inputs
+
+    dtype = torch_dtype(precision)
+    module = build_window_module(models, config).eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    base = example_window_inputs(models, config, device, dtype, num_keyframes=0, generator=generator)
+    trace = example_window_inputs(models, config, device, dtype, num_keyframes=min(1, k), generator=generator)
+    t0 = time.perf_counter()
+    program = export_program(module, trace, {n: base[n].shape[1] for n in module.feature_names}, k)
+    export_s = time.perf_counter() - t0
+    log.info("exported the window step in %.0f s; compiling with AOTInductor (minutes at full size)", export_s)
+    t0 = time.perf_counter()
+    compile_package(program, path)
+    compile_s = time.perf_counter() - t0
+    log.info("wrote %s (%.1f MB) in %.0f s", path, path.stat().st_size / 1e6, compile_s)
+    specs_in, specs_out = window_step_io(base, output_specs(program), k)
+    facts = device_facts(device)
+    return artifacts.Sidecar(
+        kind="aoti",
+        precision=precision,
+        weights_hash=models.weights_hash,
+        config=artifacts.config_subset(config),
+        max_keyframes=k,
+        inputs=specs_in,
+        outputs=specs_out,
+        personalive_version=__version__,
+        build_command=build_command,
+        gpu_name=facts["gpu_name"],
+        compute_capability=facts["compute_capability"],
+        torch_version=facts["torch_version"],
+        cuda_version=facts["cuda_version"],
+        device_type=facts["device_type"],
+        extra={
+            "export_s": round(export_s, 1),
+            "compile_s": round(compile_s, 1),
+            "package_bytes": path.stat().st_size,
+            "inductor_options": AOTI_OPTIONS,
+        },
+    )
+
+
+def output_specs(program) -> list:
+    """Names, dtypes and (static) shapes of the exported program's outputs."""
+    from personalive.backends import artifacts
+    from personalive.pipeline.window import OUTPUT_NAMES
+
+    values = [node.meta["val"] for node in program.graph.output_node().args[0]]
+    return [
+        artifacts.TensorSpec(name, str(v.dtype).removeprefix("torch."), [int(d) for d in v.shape])
+        for name, v in zip(OUTPUT_NAMES, values, strict=True)
+    ]
+
+
+def check_package(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
+    """The sidecar against this machine (device, torch, CUDA, GPU) and, when given, the run (weights, config...)."""
+    from personalive.backends import artifacts
+
+    if meta.kind != "aoti":
+        raise InputError(f"{path}: the sidecar describes a {meta.kind!r} artifact, not an AOTInductor package")
+    facts = device_facts(device)
+    artifacts.check_sidecar(
+        meta,
+        path,
+        rebuild=rebuild,
+        device_type=facts["device_type"],
+        torch_version=facts["torch_version"],
+        cuda_version=facts["cuda_version"] if device.type == "cuda" else None,
+        compute_capability=facts["compute_capability"],
+        gpu_name=facts["gpu_name"],
+        **facts_of_run,
+    )
+
+
+def open_package(path: Path, config: Any, precision: str, device) -> AOTIRunner:
+    """The package bound to freshly loaded weights of the step's networks in ``precision`` (for verify-engine)."""
+    from personalive.environment import torch_dtype
+    from personalive.pipeline.window import build_window_module
+    from personalive.weights import load_models
+
+    dtype, fp32 = torch_dtype(precision), torch_dtype("fp32")
+    models = load_models(Path(config.model.weights_dir), dtype, device, fp32, WINDOW_STEP_NETWORKS)
+    module = build_window_module(models, config).eval()
+    return AOTIRunner(path, module, module.input_names, device)
+
+
+# ---------------------------------------------------------------------------------------------------- backend
+class AOTIStep:
+    """The WindowStep backed by an AOTInductor package (see :class:`personalive.pipeline.window.WindowStep`)."""
+
+    name = "aoti"
+    # the package holds no weights: the step's networks are loaded and bound to it (see the module docstring)
+    networks: tuple[str, ...] = WINDOW_STEP_NETWORKS
+
+    def __init__(self, runner: AOTIRunner, module: torch.nn.Module) -> None:
+        self.runner, self.module = runner, module
+
+    @classmethod
+    def check_available(cls, device: torch.device) -> None:
+        """Loading a package needs nothing beyond torch (no compiler); the device is checked against the sidecar."""
+
+    @classmethod
+    def from_models(cls, models: Any, config: Any, device: torch.device, engine: str | Path | None = None) -> AOTIStep:
+        from personalive.backends import artifacts
+        from personalive.pipeline.window import build_window_module
+
+        k = artifacts.engine_keyframes(config)
+        rebuild = rebuild_command(config, k)
+        if engine is not None:
+            path = Path(engine)
+            if not path.is_file():
+                raise InputError(f"--engine {path}: file not found; build one with `{rebuild}`")
+        else:
+            subset = artifacts.config_subset(config)
+            facts = device_facts(device)
+            path = default_package_path(
+                config.runtime.engine_dir, models.weights_hash, subset, str(config.model.dtype), k, facts
+            )
+            if not path.is_file():
+                raise InputError(
+                    f"no AOTInductor package for these weights, config and device at {path}; build it with "
+                    f"`{rebuild}` (or pass --engine PATH)"
+                )
+        meta = artifacts.read_sidecar(path)
+        check_package(
+            meta,
+            path,
+            device,
+            rebuild=rebuild,
+            weights_hash=models.weights_hash,
+            config=artifacts.config_subset(config),
+            precision=str(config.model.dtype),
+            max_keyframes=k,
+        )
+        module = build_window_module(models, config).eval()
+        return cls(AOTIRunner(path, module, module.input_names, device), module)
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.module.input_names
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.module.feature_names
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.runner(inputs)

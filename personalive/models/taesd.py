@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderTiny
 
-TAESD_DIR = "taesd"
-TAESD_REPO = "madebyollin/taesd"
+from personalive.weights.layout import TAESD_DIR, TAESD_REPO
+
 TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+__all__ = ["TAESD_DIR", "TAESD_FILES", "TAESD_REPO", "build_taesd", "load_taesd", "write_random_taesd"]
 
 # the released config (madebyollin/taesd config.json), spelled out so random layouts need no download
 TAESD_FULL: dict = {

@@ -52,3 +52,24 @@ def test_config_of_another_structure_is_a_shape_error(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(WeightsError, match="the architecture needs"):
         load_taesd(folder, torch.float32, "cpu")
+
+
+def test_window_step_decodes_with_taesd_when_asked(tiny_weights):
+    from personalive.config import load_config
+    from personalive.pipeline.window import build_window_module, example_window_inputs
+    from personalive.weights import load_models
+
+    models = load_models(tiny_weights, torch.float32, "cpu")
+    assert (tiny_weights / "taesd" / "config.json").is_file()  # random layouts include it
+    frames = {}
+    for decoder in ("vae", "taesd"):
+        config = load_config(None, [f"model.decoder={decoder}"], {"generation.height": 128, "generation.width": 128})
+        module = build_window_module(models, config)
+        assert type(module.vae).__name__ == ("AutoencoderTiny" if decoder == "taesd" else "AutoencoderKL")
+        inputs = example_window_inputs(models, config, torch.device("cpu"), torch.float32, 0)
+        with torch.no_grad():
+            out = module(*inputs.values())
+        frames[decoder] = out[0]
+        assert out[0].shape == (1, 4, 3, 128, 128) and 0 <= out[0].min() and out[0].max() <= 1
+    assert models.taesd is not None and models.vae is not None  # loaded once, next to the VAE (still the encoder)
+    assert (frames["vae"] - frames["taesd"]).abs().max() > 0.05  # another decoder, another picture
