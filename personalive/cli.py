@@ -285,7 +285,7 @@ def build_engine(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Engine path (default: engines/<derived name>.engine).")
+        Path | None, typer.Option("--out", help="Engine path (default: engines/<derived name>.engine or .pt2).")
     ] = None,
     height: Annotated[int | None, typer.Option("--height", help="Output height (default: config, 512).")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Output width (default: config, 512).")] = None,
@@ -299,8 +299,16 @@ def build_engine(
     ] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Run verify-engine on the result.")] = False,
     device: DeviceOpt = None,
+    engine_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="tensorrt (ONNX export + TensorRT; the default where TensorRT is installed) or aoti "
+            "(an AOTInductor package, the default elsewhere).",
+        ),
+    ] = None,
 ) -> None:
-    """Export the per-window denoising step to ONNX and build a TensorRT engine for it."""
+    """Compile the per-window denoising step into an engine: TensorRT (via ONNX) or AOTInductor."""
     from personalive import engines
 
     options = {
@@ -312,13 +320,21 @@ def build_engine(
     }
     cfg = _config(config, set_, options)
     engines.build_engine(
-        cfg, out=out, max_keyframes=max_keyframes, onnx_only=onnx_only, verify=verify, config_file=config
+        cfg,
+        out=out,
+        max_keyframes=max_keyframes,
+        onnx_only=onnx_only,
+        verify=verify,
+        config_file=config,
+        engine_format=engine_format,
     )
 
 
 @app.command("verify-engine")
 def verify_engine(
-    path: Annotated[Path, typer.Argument(help="A .engine (TensorRT) or .onnx (onnxruntime) file.")],
+    path: Annotated[
+        Path, typer.Argument(help="A .engine (TensorRT), .onnx (onnxruntime) or .pt2 (AOTInductor) file.")
+    ],
     weights: WeightsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -425,11 +441,14 @@ def weights_init_random(
 
 @app.command()
 def info() -> None:
-    """Print versions (python, torch, diffusers, transformers, av, onnx, tensorrt) and the CUDA devices."""
+    """Print versions (python, torch, diffusers, transformers, av, onnx, tensorrt), the CUDA devices and the
+    folder of --backend compile's compilation cache."""
     from personalive import environment
+    from personalive.compile_cache import describe_compile_cache
 
     for line in environment.describe():
         typer.echo(line)
+    typer.echo(f"compile cache {describe_compile_cache()}")
 
 
 def main() -> None:

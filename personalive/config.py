@@ -53,6 +53,15 @@ class CropMode(Choice):
     stretch = "stretch"
 
 
+class Decoder(Choice):
+    vae = "vae"  # the KL VAE (sd-vae-ft-mse), as released
+    taesd = "taesd"  # the tiny autoencoder's decoder (taesd/): faster, another picture (docs/engines.md)
+
+
+# max_autotune: inductor times kernel choices while compiling (no CUDA graphs of its own)
+CompileMode = Choice("CompileMode", {"default": "default", "max_autotune": "max_autotune"})
+
+
 # one member per entry of the backend table: a new backend needs no change here
 Backend = Choice("Backend", {name: name for name in BACKENDS})
 
@@ -84,6 +93,7 @@ class ModelConfig:
     dtype: ModelDtype = ModelDtype.auto  # auto = fp16 on CUDA, fp32 on the CPU (resolved with the device)
     # upstream's fp16 CLIP image encoder hit CUBLAS errors; run it in fp32 and cast its output
     clip_dtype: Dtype = Dtype.fp32
+    decoder: Decoder = Decoder.vae  # the window step's decoder; the reference is always encoded by the VAE
 
 
 @dataclass
@@ -113,6 +123,9 @@ class RuntimeConfig:
     backend: Backend = Backend.eager  # type: ignore[valid-type]  # a key of personalive.backends.BACKENDS
     engine: str | None = None
     engine_dir: str = "engines"
+    compile_unet_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]  # --backend compile, per network
+    compile_vae_mode: CompileMode = CompileMode.max_autotune  # type: ignore[valid-type]
+    cuda_graphs: bool = True  # --backend compile on a GPU: the whole step in CUDA graphs (docs/engines.md)
 
 
 @dataclass

@@ -172,6 +172,9 @@ def write_random_layout(root: Path, size: str = "tiny", seed: int = 0, save_dtyp
         logger.debug("wrote %s", name)
         del module
     _write_base_unet(layout, sizes, seed, dtype)
+    from personalive.models.taesd import write_random_taesd
+
+    write_random_taesd(layout.taesd_config.parent, size, seed)
     return root
 
 

@@ -208,13 +208,27 @@ def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
         models.pose_guider,
         models.motion_encoder,
         models.denoising_unet,
-        models.vae,
+        step_decoder(models, config),
         StaggeredDDIM(config.scheduler, config.generation),
         [s.name for s in specs],
     )
     # the networks already sit on the models' device; this moves the step's own buffers (DDIM coefficients)
     device = getattr(models, "device", None)
     return module if device is None else module.to(device=device)
+
+
+def step_decoder(models: Any, config: RunConfig) -> nn.Module:
+    """The autoencoder whose decoder the step runs: the VAE, or for ``model.decoder=taesd`` TAESD, loaded on first
+    use from the weights directory's ``taesd/`` into ``models.taesd`` (the reference is still encoded by the VAE)."""
+    if str(config.model.decoder) != "taesd":
+        return models.vae
+    if getattr(models, "taesd", None) is None:
+        from pathlib import Path
+
+        from personalive.models.taesd import TAESD_DIR, load_taesd
+
+        models.taesd = load_taesd(Path(models.weights_dir) / TAESD_DIR, models.dtype, models.device)
+    return models.taesd
 
 
 def unet_config(models: Any) -> dict:

@@ -85,6 +85,7 @@ class ModelSet:
     motion_extractor: nn.Module | None = None
     vae: nn.Module | None = None
     image_encoder: nn.Module | None = None
+    taesd: nn.Module | None = None  # loaded by the window step on first use, for model.decoder=taesd
 
 
 # ------------------------------------------------------------------------------------------------------ sizes
