@@ -357,5 +357,9 @@ class AOTIStep:
     def feature_names(self) -> list[str]:
         return self.module.feature_names
 
+    def project_reference(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return self.module.denoising_unet.project_reference(features)
+
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.runner(inputs)

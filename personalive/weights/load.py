@@ -24,6 +24,7 @@ from torch import nn
 
 from personalive.errors import WeightsError
 from personalive.model_sizes import EXTRA_FULL, ModelSizes
+from personalive.weights import projections
 from personalive.weights.integrity import check_archive_structure, check_finite, content_hash
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
 
@@ -85,6 +86,8 @@ class ModelSet:
     motion_extractor: nn.Module | None = None
     vae: nn.Module | None = None
     image_encoder: nn.Module | None = None
+    # the denoising UNet's reference keys/values layers alone, for engines (see .projections)
+    reference_projections: nn.Module | None = None
     taesd: nn.Module | None = None  # loaded by the window step on first use, for model.decoder=taesd
 
 
@@ -318,11 +321,13 @@ def load_models(
         raise WeightsError(summarize_problems(layout.root, [f"{p}: missing" for p in missing]))
     sizes = read_sizes(layout)
     device = torch.device(device)
-    unknown = sorted(set(networks) - set(NETWORKS))
+    unknown = sorted(set(networks) - set(NETWORKS) - {projections.NAME})
     if unknown:
-        raise ValueError(f"unknown networks {unknown}: expected names of {NETWORKS}")
+        raise ValueError(f"unknown networks {unknown}: expected names of {NETWORKS} or {projections.NAME!r}")
     loaded: dict[str, nn.Module] = {}
     problems: list[str] = []
+    if projections.NAME in networks and "denoising_unet" not in networks:
+        problems += _load_projections(layout, sizes, device, dtype, loaded)
     for name in (n for n in NETWORKS if n in networks):
         module = _build_on(
             name, sizes, device, clip_dtype if name == "image_encoder" else dtype, config_file(name, layout, sizes)
@@ -351,6 +356,24 @@ def load_models(
         dtype=dtype,
         clip_dtype=clip_dtype,
     )
+
+
+def _load_projections(
+    layout: WeightsLayout, sizes: ModelSizes, device: torch.device, dtype: torch.dtype, loaded: dict[str, nn.Module]
+) -> list[str]:
+    """The denoising UNet's reference key/value layers alone (see :mod:`.projections`), strictly, into ``loaded``."""
+    source = config_file("denoising_unet", layout, sizes)
+    module = projections.build_projections(lambda: build_network("denoising_unet", sizes, source), device, dtype)
+    state, origin = _read_network_state("denoising_unet", layout)
+    own, wanted, wanted_origin = projections.select_state(module, state, origin)
+    expected = {unet_key: module.state_dict()[own_key].shape for own_key, unet_key in module.unet_keys().items()}
+    found = compare_state(expected, wanted, wanted_origin, layout.network_files("denoising_unet"))
+    if found:
+        return found
+    module.load_state_dict(own, strict=True)
+    check_finite(wanted, wanted_origin)
+    loaded[projections.NAME] = module.eval().requires_grad_(False)
+    return []
 
 
 def weights_hash(weights_dir: str | os.PathLike, *, use_cache: bool = True) -> str:

@@ -159,8 +159,8 @@ class TensorRTStep:
 
     name = "tensorrt"
     # the whole step runs in the engine; the reference keys/values it takes are projected once per reference image
-    # in PyTorch by the denoising UNet's self-attentions (project_reference), hence that network
-    networks: tuple[str, ...] = ("denoising_unet",)
+    # in PyTorch by the denoising UNet's reference key/value layers alone (personalive.weights.projections)
+    networks: tuple[str, ...] = ("reference_projections",)
 
     @classmethod
     def check_available(cls, device: torch.device) -> None:
@@ -193,7 +193,7 @@ class TensorRTStep:
             compute_capability=cc,
         )
         self.runner = TensorRTRunner(path, device)
-        self.denoising_unet = models.denoising_unet
+        self.projections = models.reference_projections
         expected_in = [*STATE_INPUT_NAMES, *[n for n in meta.input_names if n not in STATE_INPUT_NAMES]]
         if self.runner.input_names != expected_in or self.runner.output_names != list(OUTPUT_NAMES):
             raise EngineRuntimeError(
@@ -208,7 +208,7 @@ class TensorRTStep:
         import torch
 
         with torch.inference_mode():
-            return self.denoising_unet.project_reference(features)
+            return self.projections.project_reference(features)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.runner(inputs)
