@@ -210,14 +210,17 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
     def frames() -> Iterator[torch.Tensor]:
         # decoded on a background thread (PyAV releases the GIL in FFmpeg), DECODE_AHEAD frames ahead at most
         decoded = prefetch(source, maxsize=DECODE_AHEAD)
-        while True:
-            t = time.perf_counter()
-            rgb = next(decoded, None)
-            if rgb is None:
-                return
-            frame = fit_to_model(rgb, generation.height, generation.width, media.crop, device)
-            clock["decode"] += time.perf_counter() - t
-            yield frame
+        try:
+            while True:
+                t = time.perf_counter()
+                rgb = next(decoded, None)
+                if rgb is None:
+                    return
+                frame = fit_to_model(rgb, generation.height, generation.width, media.crop, device)
+                clock["decode"] += time.perf_counter() - t
+                yield frame
+        finally:
+            decoded.close()  # stops and joins the decode thread
 
     def write(frame: torch.Tensor) -> None:
         t = time.perf_counter()
@@ -239,6 +242,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
         overwrite=overwrite,
         inputs={"driving video": job.drive, "reference image": job.ref},
     )
+    driving = frames()
     with sink:
         progress.start(job.out.name, source.expected_frames)
         try:
@@ -246,7 +250,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
             # encoded on a background thread, so the window loop queues the next window while frames are encoded;
             # leaving this block on an error drops what is queued, and the sink then removes its partial file
             with BackgroundWriter(write, maxsize=ENCODE_QUEUE) as writer:
-                for frame in animator.animate(ref_state, frames(), generator=generator):
+                for frame in animator.animate(ref_state, driving, generator=generator):
                     writer.put(frame)
                     progress.update(sink.frames_written)
                 writer.close()
@@ -260,6 +264,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, ov
             clock["encode"] += time.perf_counter() - t
             loop_seconds = time.perf_counter() - t_loop
         finally:
+            driving.close()  # the decode thread stops before the source closes, also on an error or Ctrl-C
             progress.finish()
     return {**clock, "sink": sink, "audio": audio, "loop": loop_seconds}
 

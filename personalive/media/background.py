@@ -35,6 +35,19 @@ def _put(items: queue.Queue, item: Any, stop: threading.Event) -> bool:
     return False
 
 
+def _join(thread: threading.Thread) -> None:
+    """Wait for ``thread`` even through Ctrl-C, then re-raise the interruption: a thread left running while the
+    interpreter exits is killed inside a C++ call (``terminate called without an active exception``, exit -6)."""
+    interrupted: BaseException | None = None
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt as exc:  # the thread is stopping already: it finishes its current item
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
 def prefetch(iterable: Iterable[Any], maxsize: int = 8, name: str = "personalive-decode") -> Iterator[Any]:
     """Iterate ``iterable`` on a background thread, at most ``maxsize`` items ahead of the consumer.
 
@@ -65,7 +78,7 @@ def prefetch(iterable: Iterable[Any], maxsize: int = 8, name: str = "personalive
             yield item
     finally:
         stop.set()
-        thread.join()
+        _join(thread)
 
 
 class BackgroundWriter:
@@ -114,13 +127,13 @@ class BackgroundWriter:
         """Write everything queued, stop the thread, re-raise a write error."""
         if self._thread.is_alive():
             _put(self._items, _DONE, self._stop)
-            self._thread.join()
+            _join(self._thread)
         self._raise()
 
     def abort(self) -> None:
         """Stop without writing what is queued."""
         self._stop.set()
-        self._thread.join()
+        _join(self._thread)
 
     def __enter__(self) -> BackgroundWriter:
         return self
