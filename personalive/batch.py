@@ -78,6 +78,8 @@ def run(
     if devices is not None:
         from personalive.workers import parse_devices
 
+        if str(config.runtime.device) not in ("auto", "", "None"):
+            raise ConfigError(f"--devices {devices} and --device {config.runtime.device}: give one of them")
         slots = parse_devices(devices)
         config.runtime.device = slots[0].device  # the workers' device kind decides model.dtype auto
     device, dtype = jobs.resolve_environment(config)

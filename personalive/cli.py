@@ -258,11 +258,7 @@ def batch(
         str | None, typer.Option("--shard", help="I/N: take every N-th job starting at I (0-based).")
     ] = None,
     devices: Annotated[
-        str | None,
-        typer.Option(
-            "--devices",
-            help="all, GPU indices (0,1,3) or cpu:N: one worker process per device, jobs handed out as they free up.",
-        ),
+        str | None, typer.Option("--devices", help="all, 0,1,3 or cpu:N: one worker process per device.")
     ] = None,
     weights: WeightsOpt = None,
     config: ConfigOpt = None,
@@ -280,14 +276,11 @@ def batch(
 ) -> None:
     """Run every job of MANIFEST with models loaded once; skip finished jobs; exit 1 if any job failed."""
     from personalive import batch as batch_run
-    from personalive.errors import ConfigError
 
-    if devices is not None and device is not None:
-        raise ConfigError("--device and --devices: give one (--devices runs one worker per device)")
     options = _run_options(weights, device, dtype, backend, engine, max_frames, seed, audio)
     cfg = _config(config, set_, options)
-    progress = _progress_bar() if devices is None else None  # workers log their progress instead
-    batch_run.run(cfg, manifest, shard=shard, devices=devices, overwrite=overwrite, report=report, progress=progress)
+    bar = _progress_bar() if devices is None else None  # workers log their progress instead
+    batch_run.run(cfg, manifest, shard=shard, devices=devices, overwrite=overwrite, report=report, progress=bar)
 
 
 @app.command("build-engine")

@@ -24,7 +24,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -308,17 +309,31 @@ class WorkerPool:
                     os.kill(worker.process.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + STOP_SECONDS
-        for worker in self._workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                log.warning("worker %d (pid %d) did not stop; killed", worker.slot.index, worker.process.pid)
-                worker.process.kill()
-                worker.process.join()
-                if worker.job is not None:
-                    remove_stale_temps(worker.job.out)
-            worker.conn.close()
+        with _stop_signals_ignored():  # a second Ctrl-C must not leave workers running
+            deadline = time.monotonic() + STOP_SECONDS
+            for worker in self._workers:
+                worker.process.join(max(0.0, deadline - time.monotonic()))
+                if worker.process.is_alive():
+                    log.warning("worker %d (pid %d) did not stop; killed", worker.slot.index, worker.process.pid)
+                    worker.process.kill()
+                    worker.process.join()
+                    if worker.job is not None:
+                        remove_stale_temps(worker.job.out)
+                worker.conn.close()
         self._workers = []
+
+
+@contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _send(worker: _Worker, message: Job | None) -> None:

@@ -11,7 +11,6 @@ get past the output-exists checks before either publishes).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -54,19 +53,14 @@ def fake_run_one(job, config, models, device, overwrite, progress):
     return _real_run_one(job, config, models, device, overwrite, progress)
 
 
-def main(manifest: str, report: str) -> int:
-    """``python pool_helpers.py MANIFEST REPORT``: a one-process batch with FakeAnimator models (race tests)."""
-    from personalive.config import load_config
-    from personalive.errors import JobsFailedError
+def main() -> None:
+    """``python pool_helpers.py ARGS``: the ``personalive`` command line with FakeAnimator models (the race and the
+    README recipe tests put a ``personalive`` script running this first on PATH)."""
+    from personalive.cli import main as cli_main
 
     batch.run_one = fake_run_one
-    sets = ["generation.height=64", "generation.width=64", "model.dtype=fp32", "runtime.device=cpu"]
-    try:
-        batch.run(load_config(None, sets, {}), Path(manifest), report=Path(report))
-    except JobsFailedError:
-        return 1
-    return 0
+    cli_main()
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    main()

@@ -180,13 +180,34 @@ def test_stopping_the_batch_stops_every_worker_and_leaves_no_partial_file(fake_m
     assert [(e["index"], e["status"]) for e in data["jobs"]] == [(1, "done")]  # what finished is reported
 
 
+def test_ctrl_c_stops_every_worker(inputs, tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the command and its workers."""
+    jobs_file = manifest(inputs, [("a.png", "slow.mp4"), ("b.png", "d1.mp4"), ("a.png", "d2.mp4")])
+    sets = [x for s in SMALL for x in ("--set", s)]
+    command = [sys.executable, str(TESTS / "pool_helpers.py"), "batch", str(jobs_file), "--devices", "cpu:2"]
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+    proc = subprocess.Popen([*command, "--report", str(tmp_path / "r.json"), *sets], env=env, start_new_session=True)
+    pid_file = inputs / "out" / "0.mp4.pid"
+    deadline = time.monotonic() + 300
+    while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert pid_file.exists()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    for _, pid in runs(inputs):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (inputs / "out" / "0.mp4").exists() and temps(inputs) == []
+
+
 def test_two_runs_starting_the_same_job_at_once(inputs, tmp_path):
     """Two processes (e.g. two hosts on shared storage) start the same job; both get past the output-exists
     checks before either publishes (pool_helpers makes them meet after the first frame)."""
     jobs_file = manifest(inputs, [("race.png", "d2.mp4")])
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
-    helper = [sys.executable, str(TESTS / "pool_helpers.py"), str(jobs_file)]
-    procs = [subprocess.Popen([*helper, str(tmp_path / f"r{i}.json")], env=env) for i in range(2)]
+    sets = [x for s in [*SMALL, "runtime.device=cpu"] for x in ("--set", s)]
+    helper = [sys.executable, str(TESTS / "pool_helpers.py"), "-q", "batch", str(jobs_file), *sets]
+    procs = [subprocess.Popen([*helper, "--report", str(tmp_path / f"r{i}.json")], env=env) for i in range(2)]
     codes = [p.wait(timeout=600) for p in procs]
     entries = [json.loads((tmp_path / f"r{i}.json").read_text())["jobs"][0] for i in range(2)]
     assert len(list((inputs / "out" / "0.mp4.race").iterdir())) == 2  # both were writing at the same time
