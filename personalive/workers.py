@@ -185,6 +185,7 @@ class WorkerPool:
         self.stats = [_SlotStats(s.index, s.label) for s in slots]
         self._workers: list[_Worker] = []
         self._pending: list[Job] = []
+        self._entries: list[dict[str, Any]] = []
         self._context = multiprocessing.get_context("spawn")
 
     def describe(self) -> list[dict[str, Any]]:
@@ -193,6 +194,7 @@ class WorkerPool:
 
     def run(self, todo: list[Job], entries: list[dict[str, Any]]) -> None:
         self._pending = list(todo)
+        self._entries = entries
         try:
             for slot in self.slots[: len(todo)]:
                 self._dispatch(self._start(slot))
@@ -237,7 +239,7 @@ class WorkerPool:
 
     def _serve(self, worker: _Worker, entries: list[dict[str, Any]]) -> None:
         """Handle what a worker sent; a worker that is gone with a job in flight has that job failed."""
-        keep_going = True
+        keep_going, gone = True, False
         try:
             while worker.conn.poll():
                 message = worker.conn.recv()
@@ -250,10 +252,13 @@ class WorkerPool:
                     if not keep_going:
                         break
         except (EOFError, OSError):
-            pass
-        if keep_going and worker.process.is_alive():
+            gone = True  # its end of the pipe is closed: it has exited or is exiting
+        if keep_going and not gone and worker.process.is_alive():
             return
         worker.process.join(STOP_SECONDS)
+        if worker.process.is_alive():  # closed its pipe but does not exit
+            worker.process.kill()
+            worker.process.join()
         self._workers.remove(worker)
         worker.conn.close()
         if worker.job is not None:
@@ -322,6 +327,16 @@ class WorkerPool:
                 worker.conn.close()
         self._workers = []
 
+    def _last_words(self, worker: _Worker) -> None:
+        """Record a job a stopped worker finished before it stopped (its output is published: it is done)."""
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                if message[0] == "done":
+                    self._entries.append({**message[1], "worker": worker.slot.index, "device": worker.slot.label})
+        except (EOFError, OSError):
+            pass
+
 
 @contextmanager
 def _stop_signals_ignored() -> Iterator[None]:
@@ -356,9 +371,7 @@ def _failed(job: Job, message: str, seconds: float = 0.0) -> dict[str, Any]:
     }
 
 
-def _death_reason(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "stopped responding"
+def _death_reason(exitcode: int) -> str:
     if exitcode == EXIT_CONTEXT_LOST:
         return "CUDA error (the worker was replaced)"
     if exitcode < 0:

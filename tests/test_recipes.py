@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 JOBS = 4
-SETS = "--set generation.height=64 --set generation.width=64 --set model.dtype=fp32 --set runtime.device=cpu -q"
+SETS = "--set generation.height=64 --set generation.width=64 --set model.dtype=fp32 --set runtime.device=cpu"
 
 
 @pytest.fixture

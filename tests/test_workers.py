@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -45,6 +46,12 @@ def inputs(tmp_path) -> Path:
     make_video(data / "d2.mp4", frames=5)
     make_video(data / "slow.mp4", frames=4)
     return data
+
+
+@pytest.fixture(autouse=True)
+def no_stale_log_handlers(monkeypatch):
+    # an earlier CliRunner run leaves a handler writing to its (closed) captured stderr
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
 
 
 @pytest.fixture
@@ -116,12 +123,12 @@ def test_two_workers_do_every_job_once_and_a_rerun_only_what_is_missing(fake_mod
     assert [len(w["pids"]) for w in data["workers"]] == [1, 0]  # one job to do: one worker started
 
 
-def _when_file(path: Path, then, timeout: float = 300.0) -> threading.Thread:
-    """Call ``then(path)`` from a thread as soon as ``path`` exists."""
+def _when_file(path: Path, then, timeout: float = 300.0, after: Path | None = None) -> threading.Thread:
+    """Call ``then(path)`` from a thread as soon as ``path`` (and ``after``) exist."""
 
     def watch():
         deadline = time.monotonic() + timeout
-        while not path.exists() and time.monotonic() < deadline:
+        while not (path.exists() and (after is None or after.exists())) and time.monotonic() < deadline:
             time.sleep(0.05)
         if path.exists():
             then(path)
@@ -166,9 +173,10 @@ def test_a_worker_killed_mid_job_fails_that_job_only(fake_models, inputs, tmp_pa
 
 def test_stopping_the_batch_stops_every_worker_and_leaves_no_partial_file(fake_models, inputs, tmp_path):
     jobs_file = manifest(inputs, [("a.png", "slow.mp4"), ("b.png", "d1.mp4")])
-    config, report = load_config(None, SMALL, {}), tmp_path / "r.json"
-    # SIGTERM to this process (as `kill`, or SLURM cancelling a job) while the slow job is in flight
-    watcher = _when_file(inputs / "out" / "0.mp4.pid", lambda _: os.kill(os.getpid(), signal.SIGTERM))
+    config, report, pid_file = load_config(None, SMALL, {}), tmp_path / "r.json", inputs / "out" / "0.mp4.pid"
+    # SIGTERM to this process (as `kill`, or SLURM cancelling a job) while the slow job is in flight and the other
+    # job has finished
+    watcher = _when_file(inputs / "out" / "1.mp4", lambda _: os.kill(os.getpid(), signal.SIGTERM), after=pid_file)
     with pytest.raises(KeyboardInterrupt):
         batch.run(config, jobs_file, devices="cpu:2", report=report)
     watcher.join()
@@ -252,7 +260,7 @@ def test_gpu_devices_map_to_cuda_visible_devices(monkeypatch):
 
 def test_device_and_devices_together_is_a_usage_error(tmp_path):
     result = cli("batch", tmp_path / "m.yaml", "--devices", "cpu:2", "--device", "cpu")
-    assert result.exit_code == 2 and "--device and --devices" in result.output
+    assert result.exit_code == 2 and "--devices cpu:2 and --device cpu: give one of them" in result.output
 
 
 def test_real_pipeline_on_two_workers(inputs, tmp_path, tiny_weights):
