@@ -257,6 +257,9 @@ def batch(
     shard: Annotated[
         str | None, typer.Option("--shard", help="I/N: take every N-th job starting at I (0-based).")
     ] = None,
+    devices: Annotated[
+        str | None, typer.Option("--devices", help="all, 0,1,3 or cpu:N: one worker process per device.")
+    ] = None,
     weights: WeightsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -276,7 +279,8 @@ def batch(
 
     options = _run_options(weights, device, dtype, backend, engine, max_frames, seed, audio)
     cfg = _config(config, set_, options)
-    batch_run.run(cfg, manifest, shard=shard, overwrite=overwrite, report=report, progress=_progress_bar())
+    bar = _progress_bar() if devices is None else None  # workers log their progress instead
+    batch_run.run(cfg, manifest, shard=shard, devices=devices, overwrite=overwrite, report=report, progress=bar)
 
 
 @app.command("build-engine")
