@@ -261,7 +261,8 @@ def measure_video(models: Any, config: Any, device: torch.device, options: Bench
         start = time.perf_counter()
         clip = write_clip(folder / "drive.mp4", options.video_frames, width, height)
         made = time.perf_counter() - start
-        rgb = np.random.default_rng(1).integers(0, 256, (height, height, 3), dtype=np.uint8)
+        side = max(height, 256)  # a square portrait; the reference check refuses images too small for a face
+        rgb = np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8)
         Image.fromarray(rgb).save(folder / "ref.png")
         cache = ModelCache(config, device, models.dtype, build=lambda cfg: Animator(models, cfg, step))
         job = Job(ref=folder / "ref.png", drive=clip, out=folder / "out.mp4")
