@@ -90,26 +90,18 @@ class ModelCache:
             self._animators[key] = self._build(config)
         return self._animators[key]
 
-    def reference(self, animator: Any, ref: Path, config: RunConfig, device) -> tuple[Any, bool]:
+    def reference(self, animator: Any, ref: Path, config: RunConfig, ref_input: Any) -> tuple[Any, bool]:
         """The fused reference state, reused when the last job had the same reference and settings."""
-        from personalive.media.reference import load_reference
-        from personalive.media.resize import fit_to_model
-
         stat = ref.stat()
-        generation = config.generation
-        key = (
-            str(ref.resolve()),
-            stat.st_mtime_ns,
-            stat.st_size,
-            config.media.crop,
-            generation.height,
-            generation.width,
-            id(animator),
-        )
+        generation, media = config.generation, config.media
+        key = (str(ref.resolve()), stat.st_mtime_ns, stat.st_size, media.crop, media.reference_crop, media.face_crop)
+        key += (generation.height, generation.width, id(animator))
         if self._last_ref is not None and self._last_ref[0] == key:
             return self._last_ref[1], True
-        image = fit_to_model(load_reference(ref), generation.height, generation.width, config.media.crop, device)
-        state = animator.fuse_reference(image)
+        if ref_input.face is None:
+            state = animator.fuse_reference(ref_input.image)
+        else:
+            state = animator.fuse_reference(ref_input.image, ref_input.face)
         self.fusions += 1
         self._last_ref = (key, state)
         return state, False
@@ -140,46 +132,49 @@ def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], An
 def run_job(
     job: Job, config: RunConfig, models: ModelCache, device, *, overwrite: bool, progress: Progress
 ) -> dict[str, Any]:
-    """Check inputs, animate, write ``job.out`` atomically; return the job's report entry."""
-    from personalive.media.reference import load_reference
+    """Check inputs, animate, write ``job.out`` (and ``job.compare``) atomically; return the job's report entry."""
     from personalive.media.sink import check_output_path
-    from personalive.media.source import VideoSource, check_input_file
+    from personalive.media.source import check_input_file
+    from personalive.realworld import load_reference_input
 
     t_start = time.perf_counter()
-    # 1. inputs and output, before any model loads
+    # 1. inputs and outputs, before any model loads (the face passes run here too: they need no model)
     check_output_path(job.out, overwrite)
+    if job.compare is not None:
+        check_output_path(job.compare, overwrite)
     check_input_file(job.ref, "reference image")
-    load_reference(job.ref)  # decodes it: a bad reference fails here, not after loading models
-    with VideoSource(job.drive, max_frames=config.media.max_frames) as source:
+    ref_input = load_reference_input(job.ref, config, device)  # a bad reference fails here, not after loading
+    with _open_driving(job, config) as driving:
         # 2. models (loaded once per process) and the fused reference (reused for the same reference)
         animator = models.animator(config)
         before = stage_times(animator)
         t_ref = time.perf_counter()
-        ref_state, reused = models.reference(animator, job.ref, config, device)
+        ref_state, reused = models.reference(animator, job.ref, config, ref_input)
         ref_seconds = time.perf_counter() - t_ref
         _reset_peak_gpu_memory(device)
-        # 3. stream: decode -> model input -> animate -> encode
-        run = _stream(job, config, animator, ref_state, source, device, overwrite, progress)
+        # 3. the keypoint-smoothing pass (when on), then stream: decode -> model input -> animate -> encode
+        driving.prepare(animator, config, device, compare=job.compare is not None)
+        run = _stream(job, config, animator, ref_state, ref_input, driving, overwrite, progress)
     after = stage_times(animator)
     stages = {k: round(after[k] - before[k], 4) for k in after}
     timings = {"decode": round(run["decode"], 4), **stages, "encode": round(run["encode"], 4)}
     timings["reference"] = round(ref_seconds, 4)
-    info, sink, frames_out = source.info, run["sink"], run["sink"].frames_written
-    generation = config.generation
+    info, sink, frames_out = driving.info, run["sink"], run["sink"].frames_written
     return {
         "ref": str(job.ref),
         "drive": str(job.drive),
         "out": str(job.out),
+        "compare": str(job.compare) if job.compare is not None else None,
         "status": "done",
         "error": None,
         "frames": frames_out,
-        "input_frame_rate": str(info.rate),
+        "input_frame_rate": str(info["rate"]),
         "output_frame_rate": str(sink.rate),
-        "input_frame_rate_fps": float(info.rate),
-        "input_frames_expected": info.frames,
-        "input_size": [info.width, info.height],
-        "output_size": [generation.width, generation.height],
-        "truncated_input": source.stopped_early,
+        "input_frame_rate_fps": float(info["rate"]),
+        "input_frames_expected": info["frames"],
+        "input_size": info["size"],
+        "output_size": [sink.width, sink.height],
+        "truncated_input": driving.truncated,
         "audio": run["audio"],
         "audio_seconds": round(sink.audio_seconds, 4),
         "seconds": round(time.perf_counter() - t_start, 4),
@@ -187,70 +182,71 @@ def run_job(
         "timings": timings,
         "reference_reused": reused,
         "keyframes_added": animator.stats.keyframes_added,
-        "seed": generation.seed,
+        "seed": config.generation.seed,
         "peak_gpu_memory_mib": _peak_gpu_mib(device),
+        "faces": {**driving.faces_report(), "warnings": ref_input.warnings + driving.warnings},
     }
 
 
-def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, overwrite, progress) -> dict[str, Any]:
-    """Decode, animate and encode every frame into ``job.out``; returns the sink, audio flag and seconds spent."""
+def _open_driving(job: Job, config: RunConfig):
+    """The driving side of a job: a video (probed, face-planned) or a motion template."""
+    from personalive.errors import ConfigError
+    from personalive.motion import is_motion_file
+    from personalive.realworld import TemplateDriving, VideoDriving
+
+    if is_motion_file(job.drive):
+        if job.compare is not None:
+            raise ConfigError(f"{job.drive}: --compare needs the driving video, not a motion template")
+        return TemplateDriving(job.drive, config)
+    return VideoDriving(job.drive, config)
+
+
+def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving, overwrite, progress) -> dict:
+    """Animate every driving frame into ``job.out`` (and ``job.compare``); returns the sink, audio, seconds."""
+    import contextlib
+
     import torch
 
-    from personalive.media.resize import fit_to_model
     from personalive.media.sink import VideoSink
+    from personalive.realworld import Outputs
 
-    generation, media, info = config.generation, config.media, source.info
-    audio = media.audio and info.has_audio
-    if media.audio and not info.has_audio:
-        log.debug("%s: no audio stream; the output is silent", job.drive)
-    clock = {"decode": 0.0, "encode": 0.0}
-
-    def frames() -> Iterator[torch.Tensor]:
-        it = iter(source)
-        while True:
-            t = time.perf_counter()
-            rgb = next(it, None)
-            if rgb is None:
-                return
-            frame = fit_to_model(rgb, generation.height, generation.width, media.crop, device)
-            clock["decode"] += time.perf_counter() - t
-            yield frame
-
-    generator = torch.Generator(device).manual_seed(generation.seed)
-    sink = VideoSink(
-        job.out,
-        info.rate,
-        generation.width,
-        generation.height,
-        codec=media.codec,
-        pix_fmt=media.pix_fmt,
-        crf=media.crf,
-        preset=media.preset,
-        audio_from=job.drive if audio else None,
-        audio_start=info.start,
-        overwrite=overwrite,
-    )
-    with sink:
-        progress.start(job.out.name, source.expected_frames)
+    generation, media = config.generation, config.media
+    outputs = Outputs(config, ref_input, media.paste_back, driving.compare_size(job), driving.preparer)
+    audio_from, audio_start = driving.audio(media.audio)
+    rate, clock = driving.info["rate"], {"decode": 0.0, "encode": 0.0}
+    options = {"codec": media.codec, "pix_fmt": media.pix_fmt, "crf": media.crf, "preset": media.preset}
+    options |= {"audio_from": audio_from, "audio_start": audio_start, "overwrite": overwrite}
+    generator = torch.Generator(animator.device).manual_seed(generation.seed)
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(VideoSink(job.out, rate, outputs.size[1], outputs.size[0], **options))
+        compare = None
+        if outputs.layout is not None:
+            compare_size = (outputs.layout.total_width, generation.height)
+            compare = stack.enter_context(VideoSink(job.compare, rate, *compare_size, **options))
+        progress.start(job.out.name, driving.expected_frames)
         try:
             t_loop = time.perf_counter()
-            for frame in animator.animate(ref_state, frames(), generator=generator):
+            for square in driving.generate(animator, ref_state, generator, outputs, clock):
                 t = time.perf_counter()
-                sink.write(frame)
+                sink.write(outputs.frame(square))
+                if compare is not None:
+                    compare.write(outputs.compare_frame(square))
                 clock["encode"] += time.perf_counter() - t
                 progress.update(sink.frames_written)
-            if sink.frames_written != source.frames_read:
+            if sink.frames_written != driving.frames_read:
                 raise PersonaLiveError(
                     f"{job.out}: the pipeline returned {sink.frames_written} frames for "
-                    f"{source.frames_read} driving frames"
+                    f"{driving.frames_read} driving frames"
                 )
             t = time.perf_counter()
-            sink.close()
+            for opened in (compare, sink):
+                if opened is not None:
+                    opened.close()
             clock["encode"] += time.perf_counter() - t
             loop_seconds = time.perf_counter() - t_loop
         finally:
             progress.finish()
-    return {**clock, "sink": sink, "audio": audio, "loop": loop_seconds}
+    return {**clock, "sink": sink, "audio": audio_from is not None, "loop": loop_seconds}
 
 
 def stage_times(animator: Any) -> dict[str, float]:
@@ -348,11 +344,13 @@ def animate(
     overwrite: bool = False,
     report: Path | None = None,
     progress: Progress | None = None,
+    compare: Path | None = None,
 ) -> dict[str, Any]:
     """`personalive animate`: one job. Returns the report (also written to ``report`` if given)."""
     device, dtype = resolve_environment(config)
     ref, drive = Path(ref), Path(drive)
     job = Job(ref=ref, drive=drive, out=Path(out) if out is not None else Path.cwd() / default_output_name(ref, drive))
+    job.compare = Path(compare) if compare is not None else None
     with terminate_as_interrupt():
         models = ModelCache(config, device, dtype)
         entry = run_job(job, config, models, device, overwrite=overwrite, progress=progress or LogProgress())
@@ -367,3 +365,24 @@ def animate(
     )
     write_report(report, result)
     return result
+
+
+def motion_extract(config: RunConfig, drive: Path, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """`personalive motion extract`: write DRIVE's prepared motion as a template (inputs checked first)."""
+    from personalive.errors import ConfigError
+    from personalive.media.sink import check_output_path
+    from personalive.media.source import check_input_file
+    from personalive.realworld import extract_motion
+    from personalive.weights import weights_hash
+
+    device, dtype = resolve_environment(config)
+    out, drive = Path(out), Path(drive)
+    if out.suffix != ".motion":
+        raise ConfigError(f"{out}: a motion template's name must end in .motion")
+    check_output_path(out, overwrite)
+    check_input_file(drive, "driving video")
+    with terminate_as_interrupt():
+        animator = ModelCache(config, device, dtype).animator(config)
+        meta = extract_motion(drive, out, config, animator, weights_hash(config.model.weights_dir))
+    log.info("wrote %s: %d frames at %s fps", out, meta["frames"], meta["rate"])
+    return meta

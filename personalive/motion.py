@@ -45,15 +45,15 @@ def source_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def template_settings(config: Any, dtype: torch.dtype, face_crop: str, driving_crop: str) -> dict[str, Any]:
-    """The settings a template's tensors depend on (compared key by key when it is used)."""
+def template_settings(config: Any, dtype: torch.dtype) -> dict[str, Any]:
+    """The settings a template's tensors depend on, as requested (compared key by key when it is used)."""
     g, m = config.generation, config.media
     return {
         "height": g.height,
         "width": g.width,
         "dtype": str(dtype).removeprefix("torch."),
-        "face_crop": face_crop,
-        "driving_crop": driving_crop,
+        "face_crop": m.face_crop,
+        "driving_crop": m.driving_crop,
         "crop": m.crop,
         "smoothing": float(g.smoothing),
         "min_face_box": g.min_face_box,

@@ -15,6 +15,7 @@ def test_panels_and_drawings():
     drive = np.zeros((135, 241, 3), dtype=np.uint8)
     panel = layout.driving_panel(drive, square=(100, 20, 90), patch=(120, 40, 170, 100), points=None)
     s = 64 / 135
+
     def near(row: int, col: float) -> set:  # colours within a pixel of a (fractional) column
         return {tuple(panel[row, c]) for c in range(int(col) - 1, int(col) + 2)}
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from personalive.backends.eager import EagerWindowStep
 from personalive.config import RunConfig
 from personalive.faces.crop import crop_square, patch_pixels
 from personalive.faces.smoothing import jitter
@@ -23,7 +24,8 @@ SIZE = 64
 def _animator() -> Animator:
     config = RunConfig()
     config.generation.height = config.generation.width = SIZE
-    return Animator(stub_models(), config, torch.device("cpu"), torch.float32)
+    models = stub_models()
+    return Animator(models, config, EagerWindowStep.from_models(models, config, models.device))
 
 
 def _wide_frames(n: int, seed: int = 0) -> list[np.ndarray]:

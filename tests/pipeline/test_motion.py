@@ -25,7 +25,7 @@ def _template(frames, an, smoothing=0.0) -> MotionTemplate:
         "frames": len(inputs),
         "rate": "30000/1001",
         "weights_hash": "abc",
-        "settings": template_settings(an.config, torch.float32, "keypoints", "none"),
+        "settings": template_settings(an.config, torch.float32),
     }
     return MotionTemplate(inputs.info, inputs.faces, meta)
 
@@ -45,7 +45,7 @@ def test_template_gives_the_same_frames_as_the_video(tmp_path, smoothing):
     from_video = _run(prep.an, prep.chunks(frames))
     from_template = _run(_animator(), iter([DrivingInputs(loaded.info, loaded.faces)]))
     torch.testing.assert_close(from_template, from_video, rtol=0, atol=0)
-    check_motion(path, loaded, "abc", template_settings(an.config, torch.float32, "keypoints", "none"))
+    check_motion(path, loaded, "abc", template_settings(an.config, torch.float32))
 
 
 def test_template_from_other_weights_or_settings_is_refused(tmp_path):
@@ -53,10 +53,10 @@ def test_template_from_other_weights_or_settings_is_refused(tmp_path):
     path = tmp_path / "d.motion"
     save_motion(path, _template(_wide_frames(2), an))
     loaded = load_motion(path)
-    settings = template_settings(an.config, torch.float32, "keypoints", "none")
+    settings = template_settings(an.config, torch.float32)
     with pytest.raises(InputError, match=r"d.motion: motion template was extracted with other weights"):
         check_motion(path, loaded, "other", settings)
-    with pytest.raises(InputError, match=r"extracted with face_crop='keypoints', this run has 'landmarks'"):
+    with pytest.raises(InputError, match=r"extracted with face_crop='auto', this run has 'landmarks'"):
         check_motion(path, loaded, "abc", {**settings, "face_crop": "landmarks"})
     with pytest.raises(InputError, match=r"extracted with dtype='float32', this run has 'float16'"):
         check_motion(path, loaded, "abc", {**settings, "dtype": "float16"})
