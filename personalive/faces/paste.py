@@ -43,7 +43,7 @@ class PasteBack:
         feather: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.photo = torch.as_tensor(np.ascontiguousarray(photo)).to(device)
+        self.photo = torch.as_tensor(np.array(photo, dtype=np.uint8, copy=True)).to(device)
         height, width = self.photo.shape[:2]
         x, y, side = square
         if not (0 <= x and 0 <= y and x + side <= width and y + side <= height and side > 0):
