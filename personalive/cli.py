@@ -228,13 +228,9 @@ def animate(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
     report: ReportOpt = None,
     paste_back: Annotated[
-        bool,
-        typer.Option("--paste-back", help="Paste the animated face back into the full reference photo (its size)."),
+        bool, typer.Option("--paste-back", help="Paste the face back into the whole photo.")
     ] = False,
-    compare: Annotated[
-        Path | None,
-        typer.Option("--compare", help="Also write reference | driving (face box, keypoints) | output side by side."),
-    ] = None,
+    compare: Annotated[Path | None, typer.Option("--compare", help="Also write ref | driving | output here.")] = None,
 ) -> None:
     """Animate REF with the motion of DRIVE (a video or a .motion template) at DRIVE's frame rate, with its audio."""
     from personalive import jobs
@@ -254,21 +250,18 @@ def motion_extract(
     set_: SetOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
-    max_frames: MaxFramesOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing template.")] = False,
 ) -> None:
     """Extract DRIVE's motion (keypoints, face crops) once; `animate --drive OUT` reuses it for any reference."""
     from personalive import jobs
 
-    options = _run_options(weights, device, dtype, None, None, max_frames, None, None)
-    jobs.motion_extract(_config(config, set_, options), drive, out, overwrite=overwrite)
+    cfg = _config(config, set_, _run_options(weights, device, dtype, None, None, None, None, None))
+    jobs.motion_extract(cfg, drive, out, overwrite=overwrite)
 
 
 @app.command()
 def batch(
-    manifest: Annotated[
-        Path, typer.Argument(help="YAML (jobs: [{ref, drive, out, compare, set}]) or CSV (ref,drive,out,compare).")
-    ],
+    manifest: Annotated[Path, typer.Argument(help="YAML (jobs: [{ref, drive, out, compare, set}]) or CSV.")],
     report: ReportOpt = None,
     shard: Annotated[
         str | None, typer.Option("--shard", help="I/N: take every N-th job starting at I (0-based).")

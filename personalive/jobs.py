@@ -154,7 +154,7 @@ def run_job(
         _reset_peak_gpu_memory(device)
         # 3. the keypoint-smoothing pass (when on), then stream: decode -> model input -> animate -> encode
         driving.prepare(animator, config, device, compare=job.compare is not None)
-        run = _stream(job, config, animator, ref_state, ref_input, driving, overwrite, progress)
+        run = _stream(job, config, animator, ref_state, ref_input, driving, device, overwrite, progress)
     after = stage_times(animator)
     stages = {k: round(after[k] - before[k], 4) for k in after}
     timings = {"decode": round(run["decode"], 4), **stages, "encode": round(run["encode"], 4)}
@@ -201,7 +201,7 @@ def _open_driving(job: Job, config: RunConfig):
     return VideoDriving(job.drive, config)
 
 
-def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving, overwrite, progress) -> dict:
+def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving, device, overwrite, progress) -> dict:
     """Animate every driving frame into ``job.out`` (and ``job.compare``); returns the sink, audio, seconds."""
     import contextlib
 
@@ -216,7 +216,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
     rate, clock = driving.info["rate"], {"decode": 0.0, "encode": 0.0}
     options = {"codec": media.codec, "pix_fmt": media.pix_fmt, "crf": media.crf, "preset": media.preset}
     options |= {"audio_from": audio_from, "audio_start": audio_start, "overwrite": overwrite}
-    generator = torch.Generator(animator.device).manual_seed(generation.seed)
+    generator = torch.Generator(device).manual_seed(generation.seed)
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(VideoSink(job.out, rate, outputs.size[1], outputs.size[0], **options))
         compare = None

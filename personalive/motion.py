@@ -52,9 +52,9 @@ def template_settings(config: Any, dtype: torch.dtype) -> dict[str, Any]:
         "height": g.height,
         "width": g.width,
         "dtype": str(dtype).removeprefix("torch."),
-        "face_crop": m.face_crop,
-        "driving_crop": m.driving_crop,
-        "crop": m.crop,
+        "face_crop": str(m.face_crop),
+        "driving_crop": str(m.driving_crop),
+        "crop": str(m.crop),
         "smoothing": float(g.smoothing),
         "min_face_box": g.min_face_box,
     }
