@@ -29,6 +29,7 @@ from personalive.media.resize import fit_to_model
 from personalive.pipeline.animate import DrivingInputs
 from personalive.pipeline.driving import DrivingPreparer
 from personalive.pipeline.framing import DrivingPlan, ReferenceFraming, frame_reference, plan_driving
+from personalive.pipeline.keypoints import KEYPOINT_COLORS
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Outputs:
         if square_box is None and "center" in (self.preparer.plan.driving_crop, self.preparer.crop_mode):
             square_box = centre_square(*rgb.shape[:2])  # a centred square was cut (else: the frame was resized)
         points = square_to_frame(overlay["points"], square_box, rgb.shape[:2], self.model_size)
-        panel = self.layout.driving_panel(rgb, overlay["square"], overlay["patch"], points)
+        panel = self.layout.driving_panel(rgb, overlay["square"], overlay["patch"], points, KEYPOINT_COLORS)
         return self.layout.compose(panel, square.cpu().numpy())
 
 

@@ -34,8 +34,10 @@ class CompareLayout:
         square: tuple[float, float, float] | None,
         patch: tuple[float, float, float, float] | None,
         points: np.ndarray | None,
+        colours: tuple[tuple[int, int, int], ...] = ((255, 0, 0),),
     ) -> np.ndarray:
-        """The driving frame scaled to the panel with its boxes and keypoints (original-frame pixel coordinates)."""
+        """The driving frame scaled to the panel with its boxes and keypoints (original-frame pixel coordinates);
+        point ``i`` is drawn in ``colours[i]`` (the last colour repeats)."""
         s = self.drive_scale
         image = Image.fromarray(np.ascontiguousarray(rgb)).resize((self.drive_width, self.height), Image.BILINEAR)
         draw = ImageDraw.Draw(image)
@@ -46,10 +48,8 @@ class CompareLayout:
             x1, y1, x2, y2 = patch
             draw.rectangle([x1 * s, y1 * s, x2 * s - 1, y2 * s - 1], outline=PATCH_COLOUR, width=1)
         if points is not None:
-            from personalive.pipeline.keypoints import KEYPOINT_COLORS
-
-            for (px, py), colour in zip(np.asarray(points) * s, KEYPOINT_COLORS, strict=False):
-                r = POINT_RADIUS
+            for i, (px, py) in enumerate(np.asarray(points) * s):
+                colour, r = colours[min(i, len(colours) - 1)], POINT_RADIUS
                 draw.ellipse([px - r, py - r, px + r, py + r], fill=tuple(colour))
         return np.asarray(image)
 
