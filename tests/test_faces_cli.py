@@ -137,3 +137,17 @@ def test_face_tracking_end_to_end_on_a_wide_clip(tmp_path, tiny_weights):
     assert probe(out)["frames"] == 6
     result = run(*args, "--overwrite", "--set", "media.reference_crop=face")
     assert result.exit_code == 2 and "cat.png: no face found in the reference" in result.output
+
+
+def test_manifest_compare_column_and_template_drive(tmp_path):
+    from personalive.manifest import read_manifest
+
+    (tmp_path / "m.yaml").write_text(
+        "jobs:\n  - {ref: a.png, drive: d.motion, compare: c/cmp.mp4}\n  - {ref: a.png, drive: d.mp4}\n"
+    )
+    first, second = read_manifest(tmp_path / "m.yaml")
+    assert first.compare == tmp_path / "c" / "cmp.mp4" and first.drive == tmp_path / "d.motion"
+    assert second.compare is None
+    (tmp_path / "m.csv").write_text("ref,drive,out,compare\na.png,d.mp4,o.mp4,k.mp4\n")
+    (row,) = read_manifest(tmp_path / "m.csv")
+    assert (row.out, row.compare) == (tmp_path / "o.mp4", tmp_path / "k.mp4")
