@@ -108,7 +108,7 @@ class Outputs:
         self.size = even_size(*reference.photo.shape[:2]) if self.paste else self.model_size
         self.preparer = preparer
         self.layout = None
-        self.pending: deque[np.ndarray] = deque()  # driving panels waiting for their output frame
+        self.pending: deque[tuple[np.ndarray, tuple[int, int]]] = deque()  # (panel-sized frame, frame size)
         self.index = 0
         if compare_drive_size is not None:
             self.layout = CompareLayout(g.height, g.width, compare_drive_size, reference.image.cpu().numpy())
@@ -117,8 +117,8 @@ class Outputs:
     def driving_frames(self, frames) -> Iterator[np.ndarray]:
         """Pass the driving frames through, keeping a panel-sized copy of each for the comparison video."""
         for rgb in frames:
-            if self.layout is not None:
-                self.pending.append(rgb)
+            if self.layout is not None:  # held until its output frame comes (~P + 2W frames later): keep it small
+                self.pending.append((self.layout.panel_image(rgb), rgb.shape[:2]))
             yield rgb
 
     def frame(self, square: torch.Tensor) -> torch.Tensor:
@@ -127,15 +127,15 @@ class Outputs:
 
     def compare_frame(self, square: torch.Tensor) -> np.ndarray:
         """The comparison frame of the next output frame (its driving frame is the oldest one pending)."""
-        rgb = self.pending.popleft()
+        small, size = self.pending.popleft()
         overlay = self.preparer.overlay[self.index]
         self.preparer.overlay[self.index] = None  # free it: the overlay list is consumed in order
         self.index += 1
         square_box = overlay["square"]
         if square_box is None and "center" in (self.preparer.plan.driving_crop, self.preparer.crop_mode):
-            square_box = centre_square(*rgb.shape[:2])  # a centred square was cut (else: the frame was resized)
-        points = square_to_frame(overlay["points"], square_box, rgb.shape[:2], self.model_size)
-        panel = self.layout.driving_panel(rgb, overlay["square"], overlay["patch"], points, KEYPOINT_COLORS)
+            square_box = centre_square(*size)  # a centred square was cut (else: the frame was resized)
+        points = square_to_frame(overlay["points"], square_box, size, self.model_size)
+        panel = self.layout.driving_panel(small, overlay["square"], overlay["patch"], points, KEYPOINT_COLORS)
         return self.layout.compose(panel, square.cpu().numpy())
 
 

@@ -28,6 +28,13 @@ class CompareLayout:
         total = self.reference.shape[1] + self.drive_width + width
         self.total_width = total + total % 2
 
+    def panel_image(self, rgb: np.ndarray) -> np.ndarray:
+        """A driving frame resized to the panel (height x drive_width)."""
+        if rgb.shape[:2] == (self.height, self.drive_width):
+            return rgb
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+        return np.asarray(image.resize((self.drive_width, self.height), Image.BILINEAR))
+
     def driving_panel(
         self,
         rgb: np.ndarray,
@@ -36,10 +43,10 @@ class CompareLayout:
         points: np.ndarray | None,
         colours: tuple[tuple[int, int, int], ...] = ((255, 0, 0),),
     ) -> np.ndarray:
-        """The driving frame scaled to the panel with its boxes and keypoints (original-frame pixel coordinates);
-        point ``i`` is drawn in ``colours[i]`` (the last colour repeats)."""
+        """The driving frame (any size, or already :meth:`panel_image`) scaled to the panel, with its boxes and
+        keypoints given in the original frame's pixels; point ``i`` is drawn in ``colours[i]`` (the last repeats)."""
         s = self.drive_scale
-        image = Image.fromarray(np.ascontiguousarray(rgb)).resize((self.drive_width, self.height), Image.BILINEAR)
+        image = Image.fromarray(np.array(self.panel_image(rgb)))
         draw = ImageDraw.Draw(image)
         if square is not None:
             x, y, side = square
