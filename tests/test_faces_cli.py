@@ -78,7 +78,8 @@ def test_motion_template_and_compare_video_with_the_real_pipeline(tmp_path, tiny
     assert result.exit_code == 0, result.output
     assert template.read_bytes()[8:9] == b"{"  # safetensors: a JSON header, no pickle
     from_video, from_template, compare = tmp_path / "v.mp4", tmp_path / "t.mp4", tmp_path / "cmp.mp4"
-    animate = ["animate", "--ref", tmp_path / "face.png", "--seed", "4", *common]
+    # crf 0: the random-weight frames are noise-like, which lossy H.264 would blur differently in the two videos
+    animate = ["animate", "--ref", tmp_path / "face.png", "--seed", "4", "--set", "media.crf=0", *common]
     result = run(*animate, "--drive", drive, "-o", from_video, "--compare", compare)
     assert result.exit_code == 0, result.output
     result = run(*animate, "--drive", template, "-o", from_template)
@@ -88,12 +89,11 @@ def test_motion_template_and_compare_video_with_the_real_pipeline(tmp_path, tiny
     assert t_info["rate"] == c_info["rate"] == Fraction(30000, 1001) and t_info["audio"] and c_info["audio"]
     # reference as the model sees it (128) | driving panel (98x74 at height 128 -> 170) | output (128)
     assert (c_info["width"], c_info["height"], c_info["frames"]) == (128 + 170 + 128, 128, 5)
-    # its right panel is the output (each encoded on its own by H.264: equal up to compression)
-    assert np.abs(frames_of(compare)[:, :, -128:].astype(float) - frames_of(from_video)).mean() < 4
-    # another setting or broken file: one line, exit 2, nothing written
+    # its right panel is the output (only yuv420p's chroma at the panel's left edge mixes with its neighbour)
+    right = frames_of(compare)[:, :, -126:].astype(float)
+    assert np.abs(right - frames_of(from_video)[:, :, 2:]).mean() < 1
+    # a broken template: one line, exit 2, nothing written (other weights/settings: tests/pipeline/test_motion.py)
     bad = tmp_path / "bad.mp4"
-    result = run(*animate, "--drive", template, "-o", bad, "--set", "generation.smoothing=1.5")
-    assert result.exit_code == 2 and "drive.motion: motion template was extracted with smoothing=0.0" in result.output
     (tmp_path / "junk.motion").write_bytes(b"junk")
     result = run(*animate, "--drive", tmp_path / "junk.motion", "-o", bad)
     assert result.exit_code == 2 and "junk.motion: not a readable motion template" in result.output
