@@ -44,7 +44,7 @@ demo:
 	bash examples/demo.sh
 
 bench:
-	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+	$(BIN)/personalive bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache outputs .cache/demo-weights .venv-faces

@@ -4,6 +4,8 @@
   is a finished job: a crash or ``kill -9`` loses only the job in flight); ``--overwrite`` redoes it;
 * a failing job is recorded with its one-line error and the next job runs; the command exits 1 if any failed;
 * ``--shard I/N`` takes jobs I, I+N, I+2N, ... (0-based) so N workers can split one manifest;
+* ``--devices all|0,1,3|cpu:N`` runs the jobs on one worker process per device, handed out as workers become free
+  (:mod:`personalive.workers`); the report is one, listing every job once;
 * per-job ``set:`` overrides may change ``media.*`` and ``generation.*`` keys, except the ones that fix the
   shapes of the denoising step (height, width, window, adaptive_steps, inference_steps); other keys
   (``model.*``, ``runtime.*``, ``scheduler.*``) would need other models or another engine and are rejected with
@@ -61,27 +63,57 @@ def run(
     manifest: Path,
     *,
     shard: str | None = None,
+    devices: str | None = None,
     overwrite: bool = False,
     report: Path | None = None,
     progress: jobs.Progress | None = None,
 ) -> dict[str, Any]:
-    """Every job of the manifest (or of its shard). Raises JobsFailedError if any failed."""
+    """Every job of the manifest (or of its shard), here or on ``devices``. Raises JobsFailedError if any failed."""
+    from personalive.media.outputs import check_report_path
+
     shard_i, shard_n = parse_shard(shard)
+    if report is not None:
+        check_report_path(report)  # before any work: a report that cannot be written must not be lost at the end
+    slots = None
+    if devices is not None:
+        from personalive.workers import parse_devices
+
+        if str(config.runtime.device) not in ("auto", "", "None"):
+            raise ConfigError(f"--devices {devices} and --device {config.runtime.device}: give one of them")
+        slots = parse_devices(devices)
+        config.runtime.device = slots[0].device  # the workers' device kind decides model.dtype auto
     device, dtype = jobs.resolve_environment(config)
     every = read_manifest(Path(manifest))
     mine = [job for job in every if job.index % shard_n == shard_i]
     log.info("%s: %d jobs, shard %d/%d runs %d", manifest, len(every), shard_i, shard_n, len(mine))
-    models = jobs.ModelCache(config, device, dtype)
     entries: list[dict[str, Any]] = []
     result: dict[str, Any] = {"manifest": str(manifest), "shard": f"{shard_i}/{shard_n}", "jobs": entries}
+    pool = models = None
     try:
         with jobs.terminate_as_interrupt():
-            for job in mine:
-                entries.append(_run_one(job, config, models, device, overwrite, progress or jobs.LogProgress()))
+            if slots is None:
+                models = jobs.ModelCache(config, device, dtype)
+                for job in mine:
+                    entries.append(run_one(job, config, models, device, overwrite, progress or jobs.LogProgress()))
+            else:
+                from personalive.workers import WorkerPool
+
+                pool = WorkerPool(config, slots, run_one, overwrite=overwrite)
+                todo = []
+                for job in mine:
+                    if (done := skipped(job, overwrite)) is not None:
+                        entries.append(done)
+                    else:
+                        todo.append(job)
+                pool.run(todo, entries)
     finally:
+        entries.sort(key=lambda e: e["index"])
         counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "skipped", "failed")}
-        result["summary"] = {"jobs": len(mine), **counts, "fusions": models.fusions}
-        result.update(jobs.run_info(config, device))
+        fusions = pool.fusions if pool else models.fusions if models else 0
+        result["summary"] = {"jobs": len(mine), **counts, "fusions": fusions}
+        result.update(jobs.run_info(config, devices or device))
+        if pool:
+            result["workers"] = pool.describe()
         jobs.write_report(report, result)
     log.info("batch: %(done)d done, %(skipped)d skipped, %(failed)d failed", counts)
     if counts["failed"]:
@@ -89,11 +121,20 @@ def run(
     return result
 
 
-def _run_one(job: Job, config: RunConfig, models, device, overwrite: bool, progress) -> dict[str, Any]:
-    entry: dict[str, Any] = {"index": job.index, "ref": str(job.ref), "drive": str(job.drive), "out": str(job.out)}
+def skipped(job: Job, overwrite: bool) -> dict[str, Any] | None:
+    """The report entry of a job whose output exists (a finished job), or None when it has to run."""
     if job.out.exists() and not overwrite:
         log.info("job %d: %s exists; skipped", job.index, job.out)
+        entry = {"index": job.index, "ref": str(job.ref), "drive": str(job.drive), "out": str(job.out)}
         return {**entry, "status": "skipped", "error": None, "frames": None, "seconds": 0.0}
+    return None
+
+
+def run_one(job: Job, config: RunConfig, models, device, overwrite: bool, progress) -> dict[str, Any]:
+    """One job's report entry: skipped, done or failed (with its one-line error); WeightsError stops the batch."""
+    entry: dict[str, Any] = {"index": job.index, "ref": str(job.ref), "drive": str(job.drive), "out": str(job.out)}
+    if (done := skipped(job, overwrite)) is not None:
+        return done
     t0 = time.perf_counter()
     try:
         job_config = config

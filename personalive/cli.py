@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from typer.core import TyperGroup
 
 from personalive import __version__
 from personalive.errors import PersonaLiveError
+from personalive.terminal import OneLineErrors, OneLineFormatter, click_errors
 
 if TYPE_CHECKING:
     from personalive.config import RunConfig
@@ -34,13 +34,20 @@ err_console = Console(stderr=True)
 class _State:
     verbose: bool = False
     quiet: bool = False
+    own_process: bool = False  # run by main(), not inside a test runner: signal handling is ours
 
 
 state = _State()
 
 
-class _Commands(TyperGroup):
-    """Runs a command; the one place where errors become one line on stderr and an exit code."""
+def _one_line(exc: BaseException) -> str:
+    """An error message on one line, whatever a library put into it (scripts grep the log line by line)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+class _Commands(OneLineErrors):
+    """Runs a command; the one place where errors become one line on stderr and an exit code (usage errors too:
+    :class:`~personalive.terminal.OneLineErrors`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,18 +55,22 @@ class _Commands(TyperGroup):
         except PersonaLiveError as exc:
             if state.verbose:
                 err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(_one_line(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            if state.own_process:  # cleanup is done; further Ctrl-C must not interrupt the exit (threading._shutdown)
+                from personalive.signals import ignore_stop_signals
+
+                ignore_stop_signals()
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
-        except (typer.Exit, click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort, click_errors.ClickException, click.exceptions.Exit, click.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - last resort: no traceback unless asked for
             if state.verbose:
                 err_console.print_exception()
             err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                f"[bold red]internal error:[/] {type(exc).__name__}: {escape(_one_line(exc))} "
                 "(run with --verbose for the traceback)",
                 highlight=False,
                 soft_wrap=True,
@@ -85,7 +96,12 @@ app.add_typer(motion_app, name="motion", no_args_is_help=True)
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = RichHandler(console=err_console, show_path=verbose, show_time=verbose, markup=False)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=verbose, show_time=verbose, markup=False)
+    else:  # read by scripts: one message, one line, never wrapped at 80 columns
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(OneLineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -266,6 +282,9 @@ def batch(
     shard: Annotated[
         str | None, typer.Option("--shard", help="I/N: take every N-th job starting at I (0-based).")
     ] = None,
+    devices: Annotated[
+        str | None, typer.Option("--devices", help="all, 0,1,3 or cpu:N: one worker process per device.")
+    ] = None,
     weights: WeightsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -285,7 +304,8 @@ def batch(
 
     options = _run_options(weights, device, dtype, backend, engine, max_frames, seed, audio)
     cfg = _config(config, set_, options)
-    batch_run.run(cfg, manifest, shard=shard, overwrite=overwrite, report=report, progress=_progress_bar())
+    bar = _progress_bar() if devices is None else None  # workers log their progress instead
+    batch_run.run(cfg, manifest, shard=shard, devices=devices, overwrite=overwrite, report=report, progress=bar)
 
 
 @app.command("build-engine")
@@ -294,7 +314,7 @@ def build_engine(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Engine path (default: engines/<derived name>.engine).")
+        Path | None, typer.Option("--out", help="Engine path (default: engines/<derived name>.engine or .pt2).")
     ] = None,
     height: Annotated[int | None, typer.Option("--height", help="Output height (default: config, 512).")] = None,
     width: Annotated[int | None, typer.Option("--width", help="Output width (default: config, 512).")] = None,
@@ -308,8 +328,16 @@ def build_engine(
     ] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Run verify-engine on the result.")] = False,
     device: DeviceOpt = None,
+    engine_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="tensorrt (ONNX export + TensorRT; the default where TensorRT is installed) or aoti "
+            "(an AOTInductor package, the default elsewhere).",
+        ),
+    ] = None,
 ) -> None:
-    """Export the per-window denoising step to ONNX and build a TensorRT engine for it."""
+    """Compile the per-window denoising step into an engine: TensorRT (via ONNX) or AOTInductor."""
     from personalive import engines
 
     options = {
@@ -321,13 +349,21 @@ def build_engine(
     }
     cfg = _config(config, set_, options)
     engines.build_engine(
-        cfg, out=out, max_keyframes=max_keyframes, onnx_only=onnx_only, verify=verify, config_file=config
+        cfg,
+        out=out,
+        max_keyframes=max_keyframes,
+        onnx_only=onnx_only,
+        verify=verify,
+        config_file=config,
+        engine_format=engine_format,
     )
 
 
 @app.command("verify-engine")
 def verify_engine(
-    path: Annotated[Path, typer.Argument(help="A .engine (TensorRT) or .onnx (onnxruntime) file.")],
+    path: Annotated[
+        Path, typer.Argument(help="A .engine (TensorRT), .onnx (onnxruntime) or .pt2 (AOTInductor) file.")
+    ],
     weights: WeightsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -343,6 +379,55 @@ def verify_engine(
     options = {**artifact_options(meta), "model.weights_dir": weights, "runtime.device": device}
     cfg = _config(config, set_, options)
     engines.verify_engine(cfg, path, meta, tolerance=tolerance, draws=draws)
+
+
+@app.command()
+def bench(
+    weights: WeightsOpt = None,
+    random: Annotated[
+        str | None, typer.Option("--random", help="full or tiny: random weights built in memory instead of --weights.")
+    ] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
+    device: DeviceOpt = None,
+    frames: Annotated[
+        int, typer.Option("--frames", help="Synthetic device frames for the stream run (0: skip).")
+    ] = 48,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing.")] = 3,
+    iters: Annotated[int, typer.Option("--iters", help="Timed window-step calls (medians reported).")] = 10,
+    keyframes: Annotated[str, typer.Option("--keyframes", help="History-keyframe counts for the step.")] = "0,3",
+    video_frames: Annotated[
+        int, typer.Option("--video-frames", help="Frames of a generated 29.97 fps clip run through PyAV (0: skip).")
+    ] = 0,
+    video_size: Annotated[str, typer.Option("--video-size", help="WIDTHxHEIGHT of that clip.")] = "640x480",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here (default: stdout).")] = None,
+) -> None:
+    """Measure loading, the window step, the stream and a real decode/animate/encode run; print JSON."""
+    import json
+
+    from personalive.bench import BenchOptions, run_bench
+
+    if weights is None and random is None:
+        random = "tiny"  # nothing to load: the quickest meaningful run
+    counts = tuple(int(k) for k in keyframes.split(",") if k.strip())
+    options = BenchOptions(
+        weights=weights,
+        random=random,
+        backend=backend or "eager",
+        dtype=dtype or "auto",
+        device=device,
+        frames=frames,
+        warmup=warmup,
+        iters=iters,
+        keyframes=counts,
+        video_frames=video_frames,
+        video_size=tuple(int(v) for v in video_size.lower().split("x")),
+    )
+    text = json.dumps(run_bench(options), indent=2, default=str)
+    if json_out is None:
+        typer.echo(text)
+    else:
+        json_out.write_text(text + "\n")
 
 
 @config_app.command("show")
@@ -385,15 +470,24 @@ def weights_init_random(
 
 @app.command()
 def info() -> None:
-    """Print versions (python, torch, diffusers, transformers, av, onnx, tensorrt) and the CUDA devices."""
+    """Print versions (python, torch, diffusers, transformers, av, onnx, tensorrt), the CUDA devices and the
+    folder of --backend compile's compilation cache."""
     from personalive import environment
+    from personalive.compile_cache import describe_compile_cache
 
     for line in environment.describe():
         typer.echo(line)
+    typer.echo(f"compile cache {describe_compile_cache()}")
 
 
 def main() -> None:
-    app()
+    from personalive.signals import ignore_stop_signals
+
+    state.own_process = True
+    try:
+        app()
+    finally:
+        ignore_stop_signals()  # only exiting is left: a late Ctrl-C must not change the exit code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from personalive.backends import BACKENDS
+from personalive.config_checks import check_values
 from personalive.errors import ConfigError
 from personalive.upstream_config import is_upstream, map_upstream
 
@@ -50,6 +51,15 @@ class CropMode(Choice):
     center = "center"
     pad = "pad"
     stretch = "stretch"
+
+
+class Decoder(Choice):
+    vae = "vae"  # the KL VAE (sd-vae-ft-mse), as released
+    taesd = "taesd"  # the tiny autoencoder's decoder (taesd/): faster, another picture (docs/engines.md)
+
+
+# max_autotune: inductor times kernel choices while compiling (no CUDA graphs of its own)
+CompileMode = Choice("CompileMode", {"default": "default", "max_autotune": "max_autotune"})
 
 
 # one member per entry of the backend table: a new backend needs no change here
@@ -102,6 +112,7 @@ class ModelConfig:
     dtype: ModelDtype = ModelDtype.auto  # auto = fp16 on CUDA, fp32 on the CPU (resolved with the device)
     # upstream's fp16 CLIP image encoder hit CUBLAS errors; run it in fp32 and cast its output
     clip_dtype: Dtype = Dtype.fp32
+    decoder: Decoder = Decoder.vae  # the window step's decoder; the reference is always encoded by the VAE
 
 
 @dataclass
@@ -133,6 +144,9 @@ class RuntimeConfig:
     backend: Backend = Backend.eager  # type: ignore[valid-type]  # a key of personalive.backends.BACKENDS
     engine: str | None = None
     engine_dir: str = "engines"
+    compile_unet_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]  # --backend compile, per network
+    compile_vae_mode: CompileMode = CompileMode.max_autotune  # type: ignore[valid-type]
+    cuda_graphs: bool = True  # --backend compile on a GPU: the whole step in CUDA graphs (docs/engines.md)
 
 
 @dataclass
@@ -194,6 +208,7 @@ class RunConfig:
             raise ConfigError(f"media.crf={media.crf}: must be between 0 and 51")
         if media.max_frames is not None and media.max_frames < 1:
             raise ConfigError(f"media.max_frames={media.max_frames}: must be >= 1")
+        check_values(self)  # the values that used to pass here and fail after the models had loaded
         return self
 
 

@@ -46,6 +46,14 @@ def _paths(out: Path | None, engine_dir: str, weights_hash: str, subset: dict, p
     return out.with_suffix(".onnx"), out
 
 
+ENGINE_FORMATS = ("tensorrt", "aoti")
+
+
+def default_engine_format() -> str:
+    """TensorRT where it is installed, else AOTInductor (which needs only torch and a C++ compiler)."""
+    return "tensorrt" if _optional.is_available("tensorrt") else "aoti"
+
+
 def build_engine(
     config: RunConfig,
     *,
@@ -54,12 +62,23 @@ def build_engine(
     onnx_only: bool = False,
     verify: bool = False,
     config_file: Path | None = None,
+    engine_format: str | None = None,
 ) -> Path:
-    """Export (and unless ``onnx_only``, build) the window step; return the path of the last artifact written.
+    """Build the window step's engine; return the path of the last artifact written.
 
-    The engine's precision is ``config.model.dtype``; ``config_file`` only goes into the rebuild command.
+    ``engine_format``: ``tensorrt`` (ONNX export, then unless ``onnx_only`` a TensorRT build) or ``aoti`` (an
+    AOTInductor package); None picks :func:`default_engine_format`. The engine's precision is
+    ``config.model.dtype``; ``config_file`` only goes into the rebuild command.
     """
     import torch
+
+    engine_format = engine_format or ("tensorrt" if onnx_only else default_engine_format())
+    if engine_format not in ENGINE_FORMATS:
+        raise ConfigError(f"--format {engine_format!r}: expected one of {', '.join(ENGINE_FORMATS)}")
+    if engine_format == "aoti":
+        if onnx_only:
+            raise ConfigError("--onnx-only: only with --format tensorrt (an AOTInductor package has no ONNX step)")
+        return build_aoti_engine(config, out=out, max_keyframes=max_keyframes, verify=verify)
 
     from personalive.backends.onnx import export_window_step
     from personalive.environment import resolve_device
@@ -131,8 +150,42 @@ def build_engine(
     return engine_path
 
 
+def build_aoti_engine(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
+    """``build-engine --format aoti``: export + AOTInductor package + sidecar (docs/engines.md)."""
+    from personalive.backends import aoti
+    from personalive.environment import resolve_device
+
+    precision = str(config.model.dtype)
+    if precision == "auto":
+        raise ConfigError("--dtype auto: an engine has one precision; pass --dtype fp16, bf16 or fp32")
+    k = artifacts.engine_keyframes(config) if max_keyframes is None else max_keyframes
+    if k < 0:
+        raise ConfigError(f"--max-keyframes {k}: must be >= 0")
+    device = resolve_device(config.runtime.device)
+    models = _load_models(config, precision, device)
+    subset = artifacts.config_subset(config)
+    facts = aoti.device_facts(device)
+    path = Path(out) if out is not None else None
+    if path is None:
+        path = aoti.default_package_path(config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts)
+    elif path.suffix != aoti.PACKAGE_SUFFIX:
+        raise ConfigError(f"--out {path}: an AOTInductor package is a {aoti.PACKAGE_SUFFIX} file")
+    command = aoti.rebuild_command(config, k)
+    meta = aoti.build_package(models, config, path, precision=precision, k=k, device=device, build_command=command)
+    artifacts.write_sidecar(path, meta)
+    del models
+    if verify:
+        verify_engine(config, path, meta)
+    return path
+
+
 def _open_runner(path: Path, meta: artifacts.Sidecar, device):
     """A callable running the artifact, checked against this machine first (before any model loads)."""
+    if path.suffix == ".pt2":
+        from personalive.backends import aoti
+
+        aoti.check_package(meta, path, device, rebuild=meta.build_command)
+        return lambda config: aoti.open_package(path, config, meta.precision, device)
     if path.suffix == ".engine":
         from personalive.backends.tensorrt.runtime import TensorRTRunner, gpu_facts
 
@@ -146,11 +199,11 @@ def _open_runner(path: Path, meta: artifacts.Sidecar, device):
             gpu_name=gpu_name,
             compute_capability=cc,
         )
-        return lambda: TensorRTRunner(path, device)
+        return lambda _config: TensorRTRunner(path, device)
     from personalive.backends.onnx import OnnxRunner
 
     _optional.onnxruntime()  # fail early, before loading models, when it is missing
-    return lambda: OnnxRunner(path, device)
+    return lambda _config: OnnxRunner(path, device)
 
 
 def _named_outputs(module):
@@ -184,6 +237,8 @@ def verify_engine(
         )
     device = resolve_device(config.runtime.device)
     open_runner = _open_runner(path, meta, device)
+    if path.suffix == ".onnx":
+        _check_onnx_memory(path, meta, config, device)
 
     # 1. the fp32 PyTorch reference on every draw first; then it is freed
     models = _load_models(config, "fp32", device)
@@ -206,7 +261,7 @@ def verify_engine(
     # 2. the artifact on the same inputs
     tol = DEFAULT_TOLERANCE[meta.precision] if tolerance is None else tolerance
     result = compare_runs(
-        open_runner(), cases, output_names=OUTPUT_NAMES, tolerance=tol, input_dtype=torch_dtype(meta.precision)
+        open_runner(config), cases, output_names=OUTPUT_NAMES, tolerance=tol, input_dtype=torch_dtype(meta.precision)
     )
     log.info("%s vs the fp32 PyTorch step, %d draws with %s keyframes", path, draws, result.keyframes)
     for line in result.lines():
@@ -221,3 +276,27 @@ def verify_engine(
         raise VerificationError(f"{path}: verification failed: {'; '.join(parts)}")
     log.info("%s: all %d outputs within tolerance %g", path, len(result.reports), tol)
     return result
+
+
+def _check_onnx_memory(path: Path, meta: artifacts.Sidecar, config: RunConfig, device) -> None:
+    """Refuse, before loading anything, an onnxruntime CPU check that would not fit in host memory."""
+    from personalive.backends import onnx_memory
+    from personalive.weights import WeightsLayout, read_sizes
+
+    ort = _optional.onnxruntime()
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return  # the attention matrices live on the GPU
+    sizes = read_sizes(WeightsLayout(Path(config.model.weights_dir)))
+    data = path.with_name(path.name + ".data")
+    g = config.generation
+    needed = onnx_memory.verify_memory_bytes(
+        sizes.unet,
+        height=g.height,
+        width=g.width,
+        vae_factor=2 ** (len(sizes.vae.get("block_out_channels", [0] * 4)) - 1),
+        frames=g.adaptive_steps * g.window,
+        keyframes=meta.max_keyframes,
+        element_bytes=2 if meta.precision in ("fp16", "bf16") else 4,
+        weight_bytes=path.stat().st_size + (data.stat().st_size if data.is_file() else 0),
+    )
+    onnx_memory.check_verify_memory(path, needed, onnx_memory.available_memory_bytes(), height=g.height, width=g.width)

@@ -72,6 +72,12 @@ class JobsFailedError(PersonaLiveError):
     exit_code = 1
 
 
+class WriteError(PersonaLiveError):
+    """The output could not be written while running (disk full, directory removed, I/O error)."""
+
+    exit_code = 1
+
+
 class ExportError(PersonaLiveError):
     """The ONNX export or its check failed."""
 
@@ -82,3 +88,9 @@ class EngineBuildError(PersonaLiveError):
 
 class EngineRuntimeError(PersonaLiveError):
     """TensorRT refused the inputs or failed while running."""
+
+
+class GarbageOutputError(PersonaLiveError):
+    """The run produced no picture (every frame one flat colour: NaN or broken weights); nothing is written."""
+
+    exit_code = 1

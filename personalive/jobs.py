@@ -4,34 +4,33 @@
 :func:`run_job` with the models loaded once (:class:`ModelCache`, which also reuses the reference fusion between
 consecutive jobs with the same reference).
 
-SIGTERM during a job is turned into :class:`Terminated` (a ``KeyboardInterrupt``) so the job is cleaned up like
-Ctrl-C: no partial output and no temporary file.
+SIGTERM or SIGHUP during a job is turned into :class:`Terminated` (a ``KeyboardInterrupt``) so the job is cleaned
+up like Ctrl-C: no partial output and no temporary file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from personalive.config import ModelDtype, RunConfig, flat_items
 from personalive.errors import PersonaLiveError, WeightsError
 from personalive.manifest import Job, default_output_name
+from personalive.signals import Terminated as Terminated  # re-exported: jobs.Terminated
+from personalive.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # frames between progress log lines when no progress bar is shown
 STAGES = ("conditioning", "denoising", "keyframes")  # the animator's timed stages (its ``stats`` fields)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM received: handled like Ctrl-C."""
+# decoded frames held ahead of the window loop, and animated frames waiting for the encoder: two windows' worth
+# and more, few enough that memory stays flat (a 640x480 RGB frame is 0.9 MB, a 512x512 one 0.8 MB)
+DECODE_AHEAD = 16
+ENCODE_QUEUE = 16
 
 
 class Progress(Protocol):
@@ -72,9 +71,10 @@ class ModelCache:
     """Models loaded once (on first use); an animator per distinct per-job generation config; the last reference
     fusion."""
 
-    def __init__(self, config: RunConfig, device, dtype):
+    def __init__(self, config: RunConfig, device, dtype, build: Callable[[RunConfig], Any] | None = None):
+        """``build``: ``config -> Animator`` over models already loaded (default: load them on first use)."""
         self._config, self._device, self._dtype = config, device, dtype
-        self._build: Callable[[RunConfig], Any] | None = None
+        self._build: Callable[[RunConfig], Any] | None = build
         self._animators: dict[str, Any] = {}
         self._last_ref: tuple[tuple, Any] | None = None
         self.fusions = 0  # reference fusions actually computed (reuse is visible in tests and reports)
@@ -139,9 +139,10 @@ def run_job(
 
     t_start = time.perf_counter()
     # 1. inputs and outputs, before any model loads (the face passes run here too: they need no model)
-    check_output_path(job.out, overwrite)
+    inputs = {"driving video": job.drive, "reference image": job.ref}
+    check_output_path(job.out, overwrite, inputs)
     if job.compare is not None:
-        check_output_path(job.compare, overwrite)
+        check_output_path(job.compare, overwrite, inputs)
     check_input_file(job.ref, "reference image")
     ref_input = load_reference_input(job.ref, config, device)  # a bad reference fails here, not after loading
     with _open_driving(job, config) as driving:
@@ -207,15 +208,17 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
 
     import torch
 
+    from personalive.media.background import BackgroundWriter
     from personalive.media.sink import VideoSink
     from personalive.realworld import Outputs
 
     generation, media = config.generation, config.media
     outputs = Outputs(config, ref_input, media.paste_back, driving.compare_size(job), driving.preparer)
     audio_from, audio_start = driving.audio(media.audio)
-    rate, clock = driving.info["rate"], {"decode": 0.0, "encode": 0.0}
+    rate, clock = driving.info["rate"], {"decode": 0.0, "encode": 0.0}  # encode: the writer thread's time
     options = {"codec": media.codec, "pix_fmt": media.pix_fmt, "crf": media.crf, "preset": media.preset}
     options |= {"audio_from": audio_from, "audio_start": audio_start, "overwrite": overwrite}
+    options["inputs"] = {"driving video": job.drive, "reference image": job.ref}
     generator = torch.Generator(device).manual_seed(generation.seed)
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(VideoSink(job.out, rate, outputs.size[1], outputs.size[0], **options))
@@ -223,16 +226,25 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
         if outputs.layout is not None:
             compare_size = (outputs.layout.total_width, generation.height)
             compare = stack.enter_context(VideoSink(job.compare, rate, *compare_size, **options))
+
+        def write(frames: tuple) -> None:
+            t = time.perf_counter()
+            sink.write(frames[0])
+            if compare is not None:
+                compare.write(frames[1])
+            clock["encode"] += time.perf_counter() - t
+
         progress.start(job.out.name, driving.expected_frames)
+        generated = driving.generate(animator, ref_state, generator, outputs, clock, DECODE_AHEAD)
         try:
             t_loop = time.perf_counter()
-            for square in driving.generate(animator, ref_state, generator, outputs, clock):
-                t = time.perf_counter()
-                sink.write(outputs.frame(square))
-                if compare is not None:
-                    compare.write(outputs.compare_frame(square))
-                clock["encode"] += time.perf_counter() - t
-                progress.update(sink.frames_written)
+            # encoded on a background thread, so the window loop queues the next window while frames are encoded;
+            # leaving this block on an error drops what is queued, and the sinks then remove their partial files
+            with BackgroundWriter(write, maxsize=ENCODE_QUEUE) as writer:
+                for square in generated:
+                    writer.put((outputs.frame(square), outputs.compare_frame(square) if compare else None))
+                    progress.update(sink.frames_written)
+                writer.close()
             if sink.frames_written != driving.frames_read:
                 raise PersonaLiveError(
                     f"{job.out}: the pipeline returned {sink.frames_written} frames for "
@@ -245,6 +257,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
             clock["encode"] += time.perf_counter() - t
             loop_seconds = time.perf_counter() - t_loop
         finally:
+            generated.close()  # the decode thread stops before the source closes, also on an error or Ctrl-C
             progress.finish()
     return {**clock, "sink": sink, "audio": audio_from is not None, "loop": loop_seconds}
 
@@ -277,21 +290,10 @@ def _peak_host_mib() -> float | None:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """While active, SIGTERM raises :class:`Terminated` (so cleanup runs as for Ctrl-C)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def terminate_as_interrupt():
+    """While active, SIGTERM and SIGHUP raise :class:`Terminated` (so cleanup runs as for Ctrl-C); see
+    :mod:`personalive.signals`."""
+    return stop_on_signals()
 
 
 def resolve_environment(config: RunConfig) -> tuple[Any, Any]:
@@ -347,6 +349,10 @@ def animate(
     compare: Path | None = None,
 ) -> dict[str, Any]:
     """`personalive animate`: one job. Returns the report (also written to ``report`` if given)."""
+    from personalive.media.outputs import check_report_path
+
+    if report is not None:
+        check_report_path(report)  # before any work: a report that cannot be written must not be lost at the end
     device, dtype = resolve_environment(config)
     ref, drive = Path(ref), Path(drive)
     job = Job(ref=ref, drive=drive, out=Path(out) if out is not None else Path.cwd() / default_output_name(ref, drive))
@@ -369,8 +375,7 @@ def animate(
 
 def motion_extract(config: RunConfig, drive: Path, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
     """`personalive motion extract`: write DRIVE's prepared motion as a template (inputs checked first)."""
-    from personalive.errors import ConfigError
-    from personalive.media.sink import check_output_path
+    from personalive.errors import ConfigError, OutputError
     from personalive.media.source import check_input_file
     from personalive.realworld import extract_motion
     from personalive.weights import weights_hash
@@ -379,7 +384,10 @@ def motion_extract(config: RunConfig, drive: Path, out: Path, *, overwrite: bool
     out, drive = Path(out), Path(drive)
     if out.suffix != ".motion":
         raise ConfigError(f"{out}: a motion template's name must end in .motion")
-    check_output_path(out, overwrite)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: output exists (pass --overwrite to replace it)")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: the folder {out.parent} does not exist")
     check_input_file(drive, "driving video")
     with terminate_as_interrupt():
         animator = ModelCache(config, device, dtype).animator(config)

@@ -3,21 +3,28 @@
 Relative paths are relative to the manifest's directory. ``out`` may be omitted: the output is then
 ``<ref-stem>_<drive-stem>.mp4`` beside the manifest. ``set`` (YAML only) is a mapping of config keys
 (``{generation.seed: 7}`` or nested ``{generation: {seed: 7}}``) or a list of ``key=value`` strings.
-A CSV may start with a header row naming its columns (``ref,drive,out``, any order); without one the columns
-are ref, drive, out in that order.
+A CSV may start with a header row naming its columns (``ref,drive,out``, any order; recognised when any of its
+cells is a column name, and then ``ref`` and ``drive`` must be among them); without one the columns are ref, drive,
+out in that order.
+
+Before any job runs, the manifest is refused (:class:`InputError`, exit 2) when two jobs write the same output
+(also through ``..``, symbolic or hard links, or the default output name) or a job's output is an input of a job.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from personalive.config import flatten_keys, parse_override
 from personalive.errors import InputError
+from personalive.media.outputs import shown
 
 COLUMNS = ("ref", "drive", "out", "compare")
+REQUIRED = ("ref", "drive")
 
 
 @dataclass
@@ -48,7 +55,45 @@ def read_manifest(path: Path) -> list[Job]:
     rows = _read_csv(path, text) if path.suffix.lower() == ".csv" else _read_yaml(path, text)
     if not rows:
         raise InputError(f"{path}: manifest has no jobs")
-    return [_job(path, i, row) for i, row in enumerate(rows)]
+    jobs = [_job(path, i, row) for i, row in enumerate(rows)]
+    check_outputs(path, jobs)
+    return jobs
+
+
+def _identity(path: Path) -> tuple:
+    """One key per file: (device, inode) for an existing file (symbolic and hard links included), else the
+    absolute path with ``..`` and linked directories resolved."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", str(path.resolve()))
+    return ("inode", st.st_dev, st.st_ino)
+
+
+def check_outputs(manifest: Path, jobs: list[Job]) -> None:
+    """Refuse two jobs writing one output (the second would be skipped or replace the first) and an output that
+    is an input of a job (it would be destroyed)."""
+    inputs: dict[tuple, tuple[int, str]] = {}
+    for job in jobs:
+        for role, path in (("reference", job.ref), ("driving video", job.drive)):
+            key = _identity(path)
+            if key[0] == "inode":
+                inputs.setdefault(key, (job.index, role))
+    outputs: dict[tuple, int] = {}
+    for job in jobs:
+        key = _identity(job.out)
+        if key in outputs:
+            raise InputError(
+                f"{shown(manifest)}: jobs {outputs[key]} and {job.index} both write {shown(job.out)} "
+                "(give each job its own out)"
+            )
+        outputs[key] = job.index
+        if key in inputs:
+            index, role = inputs[key]
+            raise InputError(
+                f"{shown(manifest)}: job {job.index} writes {shown(job.out)}, which is the {role} of job {index} "
+                "(give the job another out)"
+            )
 
 
 def _read_yaml(path: Path, text: str) -> list[dict]:
@@ -77,10 +122,21 @@ def _read_csv(path: Path, text: str) -> list[dict]:
     if not rows:
         return []
     header = [cell.strip().lower() for cell in rows[0]]
-    if "ref" in header and "drive" in header:
-        unknown = set(header) - set(COLUMNS)
+    if set(header) & set(COLUMNS):  # a header: recognised by its names, whatever columns it has
+        unknown = sorted(set(header) - set(COLUMNS))
         if unknown:
-            raise InputError(f"{path}: unknown CSV columns {sorted(unknown)} (expected ref, drive, out, compare)")
+            raise InputError(
+                f"{path}: unknown CSV columns {unknown} in the header (expected ref, drive, out, compare)"
+            )
+        missing = [name for name in REQUIRED if name not in header]
+        if missing:
+            raise InputError(
+                f"{path}: the CSV header {','.join(header)} has no {' or '.join(missing)} column "
+                "(columns: ref, drive and optionally out, compare, in any order)"
+            )
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise InputError(f"{path}: the CSV header names {', '.join(repeated)} twice")
         names, rows = header, rows[1:]
     else:
         names = list(COLUMNS)

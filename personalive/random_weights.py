@@ -23,6 +23,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -171,6 +172,9 @@ def write_random_layout(root: Path, size: str = "tiny", seed: int = 0, save_dtyp
         logger.debug("wrote %s", name)
         del module
     _write_base_unet(layout, sizes, seed, dtype)
+    from personalive.models.taesd import write_random_taesd
+
+    write_random_taesd(layout.taesd_config.parent, size, seed)
     return root
 
 
@@ -198,3 +202,82 @@ def init_random_command(directory: str | os.PathLike, size: str = "tiny", seed: 
     root = init_random_weights(directory, size=size, seed=seed)
     logger.info("wrote %s random weights (seed %d) to %s; hash %s", size, seed, root, weights_hash(root))
     logger.warning("random weights produce meaningless pictures; use `personalive weights download` for real ones")
+
+
+# ---------------------------------------------------------------------------------- in memory, for benchmarks
+@torch.no_grad()
+def random_models(size: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
+    """Every network at ``size`` with random weights (this module's recipe), built on ``device``.
+
+    Built directly on the device (default initialisation there is fast), filled with values from a generator on
+    the device, cast to ``dtype``; nothing is written to disk. Values differ from :func:`write_random_layout`'s
+    (another generator); magnitudes are the same.
+    """
+    from personalive.weights import ModelSet
+
+    sizes = sizes_for(size)
+    networks: dict[str, torch.nn.Module] = {}
+    token_rms = 40.0
+    for name in ("motion_encoder", *[n for n in NETWORKS if n != "motion_encoder"]):
+        with torch.device(device):
+            module = build_network(name, sizes).eval().requires_grad_(False)
+        _randomize_on_device_(module, seed * 100 + SEED_OFFSETS[name])
+        if name == "motion_extractor":
+            tune_motion_extractor_heads_(module, seed)
+        if name == "motion_encoder":
+            token_rms = motion_token_rms(module.cpu(), seed)
+            module.to(device)
+        if name == "denoising_unet":
+            scale_motion_cross_attention_(module, 1.0 / token_rms)
+        torch.nn.Module.to(module, dtype=torch.float32 if name == "image_encoder" else dtype)
+        networks[name] = module
+    return ModelSet(
+        **networks,
+        sizes=sizes,
+        weights_hash=f"random-{size}-{seed}",
+        weights_dir=Path(f"<random {size}>"),
+        device=device,
+        dtype=dtype,
+        clip_dtype=torch.float32,
+    )
+
+
+def _randomize_on_device_(module: torch.nn.Module, seed: int) -> None:
+    """:func:`randomize_`'s distributions, drawn on the parameters' device (seconds, not minutes)."""
+    for i, (name, p) in enumerate(module.named_parameters()):
+        g = torch.Generator(p.device).manual_seed(seed * 100_003 + i)
+        value = torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32)
+        if p.ndim >= 2:
+            value /= max(p[0].numel(), 1) ** 0.5
+        elif name.endswith("weight"):
+            value = 1.0 + 0.1 * value
+        else:
+            value *= 0.02 if name.endswith("bias") else 0.1
+        p.copy_(value)
+    for name, b in module.named_buffers():
+        g = torch.Generator(b.device).manual_seed(seed)
+        if name.endswith("running_mean"):
+            b.copy_(0.1 * torch.randn(b.shape, generator=g, device=b.device))
+        elif name.endswith("running_var"):
+            b.copy_(0.5 + torch.rand(b.shape, generator=g, device=b.device))
+
+
+def save_layout(models: Any, root: Path) -> Path:
+    """Write a model set in the official layout under ``root`` (for timing real loading of full-size weights)."""
+    layout = WeightsLayout(root)
+    sizes = models.sizes
+    _write_json(layout.unet_config, sizes.unet)
+    _write_json(layout.image_encoder_config, sizes.clip)
+    _write_json(layout.vae_config, sizes.vae)
+    _write_json(layout.model_index, MODEL_INDEX)
+    _write_json(layout.sizes_file, {"size": "random", "seed": 0, **sizes.personalive_config()})
+    layout.denoising_unet.parent.mkdir(parents=True, exist_ok=True)
+    for name in NETWORKS:
+        module = getattr(models, name)
+        dtype = next(module.parameters()).dtype
+        if name == "denoising_unet":
+            _save(module, layout.denoising_unet, dtype, keep=lambda k: TEMPORAL_KEY not in k)
+            _save(module, layout.temporal_module, dtype, keep=lambda k: TEMPORAL_KEY in k)
+        else:
+            _save(module, layout.network_files(name)[0], dtype)
+    return root  # without the base UNet's weights, which the loader does not read

@@ -168,29 +168,40 @@ class VideoDriving:
         if g.smoothing > 0:
             self.preparer.smooth_keypoints(open_frames(self.path, config.media.max_frames)(), g.smoothing)
 
-    def _decoded(self, clock: dict[str, float]) -> Iterator[np.ndarray]:
-        it = iter(self.source)
-        while True:
-            t = time.perf_counter()
-            rgb = next(it, None)
-            clock["decode"] += time.perf_counter() - t
-            if rgb is None:
-                return
-            yield rgb
+    def _decoded(self, clock: dict[str, float], ahead: int = 0) -> Iterator[np.ndarray]:
+        """Decoded frames; with ``ahead`` > 0 decoded on a background thread that many frames ahead at most."""
+        from personalive.media.background import prefetch
 
-    def chunks(self, outputs: Outputs | None, clock: dict[str, float]) -> Iterator[DrivingInputs]:
-        frames = self._decoded(clock) if outputs is None else outputs.driving_frames(self._decoded(clock))
-        return self.preparer.chunks(frames)
+        it = prefetch(self.source, maxsize=ahead) if ahead > 0 else iter(self.source)
+        try:
+            while True:
+                t = time.perf_counter()
+                rgb = next(it, None)
+                clock["decode"] += time.perf_counter() - t
+                if rgb is None:
+                    return
+                yield rgb
+        finally:
+            if ahead > 0:
+                it.close()  # stops and joins the decode thread
 
-    def generate(self, animator: Any, state: Any, generator: Any, outputs: Outputs, clock: dict[str, float]):
-        """Generated (h, w, 3) uint8 squares, one per driving frame."""
+    def chunks(self, outputs: Outputs | None, clock: dict[str, float], ahead: int = 0) -> Iterator[DrivingInputs]:
+        decoded = self._decoded(clock, ahead)
+        return self.preparer.chunks(decoded if outputs is None else outputs.driving_frames(decoded))
+
+    def generate(self, animator: Any, state: Any, generator: Any, outputs: Outputs, clock: dict, ahead: int = 0):
+        """Generated (h, w, 3) uint8 squares, one per driving frame (close it to stop the decode thread)."""
         if self.preparer is not None:
-            yield from _squares(animator.animate_prepared(state, self.chunks(outputs, clock), generator))
+            yield from _squares(animator.animate_prepared(state, self.chunks(outputs, clock, ahead), generator))
             return
         g, m = self.config.generation, self.config.media
         mode = "center" if self.plan.driving_crop == "center" else m.crop
-        fitted = (fit_to_model(rgb, g.height, g.width, mode, self.device) for rgb in self._decoded(clock))
-        yield from animator.animate(state, fitted, generator=generator)
+        decoded = self._decoded(clock, ahead)
+        try:
+            fitted = (fit_to_model(rgb, g.height, g.width, mode, self.device) for rgb in decoded)
+            yield from animator.animate(state, fitted, generator=generator)
+        finally:
+            decoded.close()
 
     def audio(self, want: bool) -> tuple[Path | None, float]:
         vi = self.source.info
@@ -254,7 +265,7 @@ class TemplateDriving:
         check_motion(self.path, self.template, weights_hash(config.model.weights_dir), settings)
         self.device, self.dtype, self.window = device, animator.dtype, animator.gen.window
 
-    def chunks(self, outputs: Outputs | None, clock: dict[str, float]) -> Iterator[DrivingInputs]:
+    def chunks(self, outputs: Outputs | None, clock: dict[str, float], ahead: int = 0) -> Iterator[DrivingInputs]:
         t = self.template
         for start in range(0, self.frames, self.window):
             stop = min(start + self.window, self.frames)
@@ -262,7 +273,7 @@ class TemplateDriving:
             self.frames_read = stop
             yield DrivingInputs(info, t.faces[start:stop].to(self.device))
 
-    def generate(self, animator: Any, state: Any, generator: Any, outputs: Outputs, clock: dict[str, float]):
+    def generate(self, animator: Any, state: Any, generator: Any, outputs: Outputs, clock: dict, ahead: int = 0):
         yield from _squares(animator.animate_prepared(state, self.chunks(outputs, clock), generator))
 
     def audio(self, want: bool) -> tuple[Path | None, float]:

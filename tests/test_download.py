@@ -46,6 +46,9 @@ LAYOUT = {
     ),
     "sd-vae-ft-mse/config.json": ("stabilityai/sd-vae-ft-mse", "config.json"),
     "sd-vae-ft-mse/diffusion_pytorch_model.bin": ("stabilityai/sd-vae-ft-mse", "diffusion_pytorch_model.bin"),
+    # the tiny autoencoder of model.decoder=taesd (upstream's vae_tiny_path)
+    "taesd/config.json": ("madebyollin/taesd", "config.json"),
+    "taesd/diffusion_pytorch_model.safetensors": ("madebyollin/taesd", "diffusion_pytorch_model.safetensors"),
 }
 
 

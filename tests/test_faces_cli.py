@@ -143,7 +143,7 @@ def test_manifest_compare_column_and_template_drive(tmp_path):
     from personalive.manifest import read_manifest
 
     (tmp_path / "m.yaml").write_text(
-        "jobs:\n  - {ref: a.png, drive: d.motion, compare: c/cmp.mp4}\n  - {ref: a.png, drive: d.mp4}\n"
+        "jobs:\n  - {ref: a.png, drive: d.motion, compare: c/cmp.mp4}\n  - {ref: a.png, drive: e.mp4}\n"
     )
     first, second = read_manifest(tmp_path / "m.yaml")
     assert first.compare == tmp_path / "c" / "cmp.mp4" and first.drive == tmp_path / "d.motion"

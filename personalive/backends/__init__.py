@@ -22,6 +22,7 @@ BACKENDS: dict[str, str] = {
     "eager": "personalive.backends.eager:EagerWindowStep",
     "compile": "personalive.backends.compiled:CompiledWindowStep",
     "tensorrt": "personalive.backends.tensorrt.runtime:TensorRTStep",
+    "aoti": "personalive.backends.aoti:AOTIStep",
 }
 
 

@@ -23,8 +23,10 @@ from personalive.errors import EngineMismatchError, InputError
 
 log = logging.getLogger(__name__)
 
-SIDECAR_FORMAT = 1
+# 2: the reference inputs are each block's reference keys | values (2C channels), not the raw features (C)
+SIDECAR_FORMAT = 2
 ARTIFACT_STEM = "window_step"
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".pt2")
 
 
 @dataclass
@@ -41,7 +43,7 @@ class TensorSpec:
 class Sidecar:
     """What an artifact was built from and for (see the module docstring)."""
 
-    kind: str  # "onnx" | "tensorrt"
+    kind: str  # "onnx" | "tensorrt" | "aoti"
     precision: str  # fp32 | fp16 | bf16: the dtype of the graph's inputs, outputs and weights
     weights_hash: str
     config: dict[str, Any]  # see config_subset()
@@ -54,6 +56,9 @@ class Sidecar:
     gpu_name: str | None = None
     compute_capability: str | None = None
     onnx_opset: int | None = None
+    torch_version: str | None = None  # AOTInductor packages: compiled code is specific to torch, CUDA and device
+    cuda_version: str | None = None
+    device_type: str | None = None  # "cuda" | "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = SIDECAR_FORMAT
 
@@ -111,19 +116,21 @@ def read_sidecar(artifact: str | Path) -> Sidecar:
 
 
 def read_artifact_sidecar(artifact: str | Path) -> Sidecar:
-    """The sidecar of a ``.onnx`` or ``.engine`` file given by the user (InputError when either is missing)."""
+    """The sidecar of a ``.onnx``, ``.engine`` or ``.pt2`` file given by the user (InputError if either is missing)."""
     artifact = Path(artifact)
     if not artifact.is_file():
         raise InputError(f"{artifact}: file not found")
-    if artifact.suffix not in (".onnx", ".engine"):
-        raise InputError(f"{artifact}: expected a .onnx (onnxruntime) or .engine (TensorRT) file")
+    if artifact.suffix not in ARTIFACT_SUFFIXES:
+        raise InputError(f"{artifact}: expected a .onnx (onnxruntime), .engine (TensorRT) or .pt2 (AOTInductor) file")
     return read_sidecar(artifact)
 
 
 def artifact_options(sidecar: Sidecar) -> dict[str, Any]:
     """The config keys an artifact fixes (resolution, step settings, scheduler, precision), as flat options."""
-    options: dict[str, Any] = {f"generation.{k}": v for k, v in sidecar.config.items() if k != "scheduler"}
+    nested = ("scheduler", "decoder")
+    options: dict[str, Any] = {f"generation.{k}": v for k, v in sidecar.config.items() if k not in nested}
     options.update({f"scheduler.{k}": v for k, v in sidecar.config.get("scheduler", {}).items()})
+    options["model.decoder"] = sidecar.config.get("decoder", "vae")
     options["model.dtype"] = sidecar.precision
     return options
 
@@ -132,9 +139,10 @@ def artifact_options(sidecar: Sidecar) -> dict[str, Any]:
 
 
 def config_subset(config) -> dict[str, Any]:
-    """The config values baked into the step graph: resolution, window, adaptive and inference steps, scheduler."""
+    """The config values baked into the step graph: resolution, window, adaptive and inference steps, scheduler,
+    and the decoder when it is not the default VAE (so artifacts built before the choice existed still match)."""
     g = config.generation
-    return {
+    subset = {
         "height": g.height,
         "width": g.width,
         "window": g.window,
@@ -142,6 +150,9 @@ def config_subset(config) -> dict[str, Any]:
         "inference_steps": g.inference_steps,
         "scheduler": asdict(config.scheduler),
     }
+    if str(config.model.decoder) != "vae":
+        subset["decoder"] = str(config.model.decoder)
+    return subset
 
 
 def engine_keyframes(config) -> int:
@@ -221,6 +232,9 @@ def check_sidecar(
     tensorrt_version: str | None = None,
     gpu_name: str | None = None,
     compute_capability: str | None = None,
+    device_type: str | None = None,
+    torch_version: str | None = None,
+    cuda_version: str | None = None,
 ) -> None:
     """Raise EngineMismatchError at the first field where ``sidecar`` differs from the current run.
 
@@ -228,6 +242,9 @@ def check_sidecar(
     many keyframes as the run may add.
     """
     checks: list[tuple[str, Any, Any]] = [
+        ("device_type", sidecar.device_type, device_type),
+        ("torch_version", sidecar.torch_version, torch_version),
+        ("cuda_version", sidecar.cuda_version, cuda_version),
         ("tensorrt_version", sidecar.tensorrt_version, tensorrt_version),
         ("compute_capability", sidecar.compute_capability, compute_capability),
         ("gpu_name", sidecar.gpu_name, gpu_name),

@@ -42,6 +42,10 @@ class EagerWindowStep:
     def input_names(self) -> list[str]:
         return self.module.input_names
 
+    def project_reference(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return self.module.denoising_unet.project_reference(features)
+
     def _run(self, module: Any, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:

@@ -42,7 +42,7 @@ def fit_to_model(
         raise ValueError(f"crop mode {mode!r}: expected one of {', '.join(choices)}")
     if isinstance(frame, np.ndarray) and not frame.flags.writeable:
         frame = frame.copy()  # torch refuses to share read-only numpy buffers (PIL and FFmpeg hand those out)
-    image = torch.as_tensor(frame).to(device)
+    image = _to_device(torch.as_tensor(frame), torch.device(device))
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 frame, got {tuple(image.shape)} {image.dtype}")
     h, w = image.shape[:2]
@@ -61,6 +61,14 @@ def fit_to_model(
     top, left = (height - fh) // 2, (width - fw) // 2
     out[top : top + fh, left : left + fw] = inner
     return out
+
+
+def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type != "cuda" or image.device.type != "cpu":
+        return image.to(device)
+    # through pinned memory without waiting: a plain copy from pageable memory first waits for all the GPU work
+    # queued before it (the previous windows), which would serialise decoding with the window loop
+    return image.pin_memory().to(device, non_blocking=True)
 
 
 def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -1,46 +1,46 @@
-"""The output video: H.264 frames streamed to a temporary file, the driving audio muxed in sync, atomic rename.
+"""The output video: H.264 frames streamed to a temporary file, the driving audio muxed in sync, atomic publish.
 
 * Video: ``media.codec`` (libx264), ``media.pix_fmt`` (yuv420p), CRF ``media.crf``, preset ``media.preset``, at
   the driving video's exact rational frame rate (30000/1001 stays 30000/1001); frame ``i`` has pts ``i / rate``.
 * Audio (optional): the driving file's first audio stream, decoded and re-encoded to AAC, interleaved as the
   video frames arrive. Its timing is kept relative to the driving video's first frame (audio before it is cut),
   and it is trimmed to the output's duration, so audio and video stay in sync even with ``--max-frames``.
-* Everything goes to a hidden temporary file beside the target; :meth:`VideoSink.close` renames it into place.
-  :meth:`VideoSink.abort` (or leaving the ``with`` block with an exception, Ctrl-C included) deletes it, so a
-  failed run leaves neither a partial output nor a temporary file.
+* The container is the one the output's extension names (``.mp4``, ``.mov``, ``.mkv``; see
+  :mod:`personalive.media.outputs`).
+* Everything goes to a hidden temporary file beside the target; :meth:`VideoSink.close` publishes it (a file that
+  appeared at the target meanwhile is replaced only with ``overwrite``). :meth:`VideoSink.abort` (or leaving the
+  ``with`` block with an exception, Ctrl-C included) deletes it, so a failed run leaves neither a partial output
+  nor a temporary file. Temporary files of earlier runs killed hard (``kill -9``) are removed on the next run.
+* Operating-system failures while writing (disk full, directory removed) are a :class:`WriteError` naming the
+  output, not the temporary file.
+* A run whose every frame is one flat colour (what NaN turns into) is a :class:`GarbageOutputError`: such a
+  video is never published.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from personalive.errors import InputError, OutputError
+from personalive.errors import GarbageOutputError, InputError, OutputError, WriteError
+from personalive.media.outputs import (
+    check_output_path,
+    container_format,
+    publish,
+    remove_stale_temps,
+    shown,
+    temp_output,
+)
 
 log = logging.getLogger(__name__)
 
 AUDIO_CODEC = "aac"
 AUDIO_BITRATE = 160_000
-
-
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an existing output without ``overwrite``; the directory must exist and be writable."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: output exists (pass --overwrite to replace it)")
-    if path.is_dir():
-        raise OutputError(f"{path}: output is a directory (give a file name ending in .mp4)")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{path}: output directory {parent} does not exist (create it first)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: output directory {parent} is not writable (choose another -o/--out)")
-    return path
 
 
 class VideoSink:
@@ -64,30 +64,30 @@ class VideoSink:
         audio_from: str | os.PathLike | None = None,
         audio_start: float = 0.0,
         overwrite: bool = False,
+        inputs: Mapping[str, str | os.PathLike] | None = None,
     ):
         import av
 
-        self.path = check_output_path(path, overwrite)
+        self.path = check_output_path(path, overwrite, inputs)
+        self.overwrite = overwrite
         self.rate = Fraction(rate)
         self.width, self.height = width, height
         self.frames_written = 0
+        self.uniform_frames = 0  # frames of one flat colour (all of them: the run produced no picture)
         self.audio_seconds = 0.0
         self._closed = False
+        self._first_colour: tuple[int, ...] | None = None
+        remove_stale_temps(self.path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp.mp4", dir=self.path.parent or ".")
+            self._tmp = temp_output(self.path)
         except OSError as exc:
             raise OutputError(
-                f"{self.path}: cannot write in {self.path.parent} ({exc.strerror}); choose another -o/--out"
+                f"{shown(self.path)}: cannot write in {shown(self.path.parent)} ({exc.strerror}); "
+                "choose another -o/--out"
             ) from exc
-        os.close(fd)
-        # mkstemp creates the file 0600; give the output the permissions of a normally created file
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        self._tmp = Path(tmp)
         self._audio = None
         try:
-            self._container = av.open(str(self._tmp), mode="w", format="mp4")
+            self._container = av.open(str(self._tmp), mode="w", format=container_format(self.path))
             stream = self._container.add_stream(codec, rate=self.rate)
             stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
             stream.codec_context.time_base = 1 / self.rate
@@ -96,9 +96,21 @@ class VideoSink:
             self._video = stream
             if audio_from is not None:
                 self._audio = _AudioCopy(Path(audio_from), self._container, audio_start)
+        except OSError as exc:
+            self.abort()
+            raise self._write_error(exc) from exc
         except BaseException:
             self.abort()
             raise
+
+    def _write_error(self, exc: OSError) -> WriteError:
+        """A one-line runtime error naming the output (never the temporary file) and the system's reason."""
+        parent = self.path.parent
+        if not parent.is_dir():
+            reason = f"its directory {shown(parent)} was removed while writing"
+        else:
+            reason = exc.strerror or type(exc).__name__
+        return WriteError(f"{shown(self.path)}: cannot write the output ({reason}); nothing written")
 
     def write(self, frame) -> None:
         """Encode one (H, W, 3) uint8 frame (numpy or CPU tensor) and interleave the audio up to its time."""
@@ -107,13 +119,24 @@ class VideoSink:
         rgb = frame.numpy() if hasattr(frame, "numpy") else np.asarray(frame)
         if rgb.shape != (self.height, self.width, 3):
             raise ValueError(f"frame of shape {rgb.shape}, expected {(self.height, self.width, 3)}")
+        self._note_uniform(rgb)
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         video_frame.pts = self.frames_written
         video_frame.time_base = self._video.codec_context.time_base
-        self._container.mux(self._video.encode(video_frame))
-        self.frames_written += 1
-        if self._audio is not None:
-            self._audio.pump(self.frames_written / self.rate)
+        try:
+            self._container.mux(self._video.encode(video_frame))
+            self.frames_written += 1
+            if self._audio is not None:
+                self._audio.pump(self.frames_written / self.rate)
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+
+    def _note_uniform(self, rgb: np.ndarray) -> None:
+        # only a run whose frames are all flat is refused: a single black frame can be legitimate
+        if self.uniform_frames == self.frames_written and (rgb == rgb[:1, :1]).all():
+            self.uniform_frames += 1
+            if self._first_colour is None:
+                self._first_colour = tuple(int(c) for c in rgb[0, 0])
 
     @property
     def duration(self) -> float:
@@ -125,14 +148,23 @@ class VideoSink:
             return self.path
         try:
             if self.frames_written == 0:
-                raise OutputError(f"{self.path}: no frames were produced; nothing written")
-            self._container.mux(self._video.encode(None))
-            if self._audio is not None:
-                self._audio.pump(self.frames_written / self.rate)
-                self._audio.flush()
-                self.audio_seconds = self._audio.seconds
-            self._container.close()
-            os.replace(self._tmp, self.path)
+                raise OutputError(f"{shown(self.path)}: no frames were produced; nothing written")
+            if self.uniform_frames == self.frames_written:
+                raise GarbageOutputError(
+                    f"{shown(self.path)}: all {self.frames_written} frames are one flat colour "
+                    f"{self._first_colour}, so the model produced no picture (NaN or broken weights); nothing "
+                    "written (run `personalive weights check`; in fp16 try --dtype fp32)"
+                )
+            try:
+                self._container.mux(self._video.encode(None))
+                if self._audio is not None:
+                    self._audio.pump(self.frames_written / self.rate)
+                    self._audio.flush()
+                    self.audio_seconds = self._audio.seconds
+                self._container.close()
+                publish(self._tmp, self.path, self.overwrite)
+            except OSError as exc:
+                raise self._write_error(exc) from exc
         except BaseException:
             self.abort()
             raise
@@ -140,15 +172,16 @@ class VideoSink:
         return self.path
 
     def abort(self) -> None:
-        """Drop everything: close quietly and delete the temporary file."""
+        """Drop everything: delete the temporary file (first: a second Ctrl-C during the rest leaves nothing), then
+        close quietly."""
         self._closed = True
+        self._tmp.unlink(missing_ok=True)
         for closeable in (getattr(self, "_audio", None), getattr(self, "_container", None)):
             if closeable is not None:
                 try:
                     closeable.close()
                 except Exception:  # noqa: BLE001 - the file is being discarded anyway
                     log.debug("ignored error while discarding %s", self._tmp, exc_info=True)
-        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoSink:
         return self

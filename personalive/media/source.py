@@ -8,7 +8,10 @@
   timestamps: a variable-frame-rate video is resampled to a constant rate equal to its average (frames are
   repeated to fill gaps and dropped where two land on one slot); a constant-rate video passes unchanged.
 * A damaged or truncated file: the frames decoded up to the damage are used, and a warning names the file and
-  where decoding stopped. A file with no decodable frame at all is an :class:`InputError`.
+  where decoding stopped. A file with no decodable frame at all is an :class:`InputError`. Truncation is detected
+  in every container (see :meth:`VideoSource._truncation`): by the frame count or the video track's duration the
+  container states (MP4/MOV, Matroska/WebM), and for MPEG transport streams, which state neither, by a file that
+  ends inside a transport packet.
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from personalive.errors import InputError
+from personalive.media.outputs import shown
 
 log = logging.getLogger(__name__)
 
 FALLBACK_RATE = Fraction(25)  # used only when the container states no rate at all (with a warning)
+# sizes of a transport-stream packet: 188 bytes, 192 in Blu-ray M2TS (timecode prefix), 204 with Reed-Solomon
+TS_PACKET_SIZES = (188, 192, 204)
+SHORT_FRACTION = 0.9  # fewer frames than this fraction of the stated count: the file was cut
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,13 @@ def check_input_file(path: Path, what: str) -> Path:
     """Existence, type and size checks shared by the reference and the driving video."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: {what} not found")
+        raise InputError(f"{shown(path)}: {what} not found")
     if not path.is_file():
-        raise InputError(f"{path}: {what} is not a regular file")
+        raise InputError(f"{shown(path)}: {what} is not a regular file")
     if path.stat().st_size == 0:
-        raise InputError(f"{path}: {what} is an empty file")
+        raise InputError(f"{shown(path)}: {what} is an empty file")
     if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: {what} is not readable (check its permissions)")
+        raise InputError(f"{shown(path)}: {what} is not readable (check its permissions)")
     return path
 
 
@@ -65,7 +72,7 @@ def _open_container(path: Path, what: str):
     try:
         return av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{path}: {what} is not a readable video ({_short(exc)})") from exc
+        raise InputError(f"{shown(path)}: {what} is not a readable video ({_short(exc)})") from exc
 
 
 def _short(exc: BaseException) -> str:
@@ -105,19 +112,19 @@ class VideoSource:
         container = self._container
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
-            raise InputError(f"{self.path}: {self.what} has no video stream (found: {kinds})")
+            raise InputError(f"{shown(self.path)}: {self.what} has no video stream (found: {kinds})")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         self._stream = stream
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate or rate <= 0:
-            log.warning("%s: the container states no frame rate; assuming %s fps", self.path, FALLBACK_RATE)
+            log.warning("%s: the container states no frame rate; assuming %s fps", shown(self.path), FALLBACK_RATE)
             rate = FALLBACK_RATE
         self._rate = Fraction(rate)
         self._decoded = self._decode_frames()
         first = next(self._decoded, None)
         if first is None:
-            raise InputError(f"{self.path}: {self.what} has no decodable video frame (empty or damaged stream)")
+            raise InputError(f"{shown(self.path)}: {self.what} has no decodable video frame (empty or damaged stream)")
         self._first = first
         duration = None
         if stream.duration is not None and stream.time_base is not None:
@@ -157,12 +164,14 @@ class VideoSource:
                 self.stopped_early = True
                 log.warning(
                     "%s: decoding stopped after %d frames (%s); using the frames decoded so far",
-                    self.path,
+                    shown(self.path),
                     count,
                     _short(exc),
                 )
             else:
-                raise InputError(f"{self.path}: {self.what} has no decodable video frame ({_short(exc)})") from exc
+                raise InputError(
+                    f"{shown(self.path)}: {self.what} has no decodable video frame ({_short(exc)})"
+                ) from exc
 
     # ------------------------------------------------------------------------------------------- reading
     @property
@@ -220,15 +229,38 @@ class VideoSource:
         if previous is not None and (limit is None or self.frames_read < limit):
             self.frames_read += 1
             yield self._to_rgb(previous[1])
-        known = self.info.frames
-        if not self.stopped_early and self._stream.frames and self.frames_read < known * 0.9 and limit is None:
-            self.stopped_early = True
-            log.warning(
-                "%s: the stream ended after %d of %d frames (file truncated?); using the frames decoded",
-                self.path,
-                self.frames_read,
-                known,
-            )
+        if limit is None and not self.stopped_early:
+            problem = self._truncation()
+            if problem:
+                self.stopped_early = True
+                log.warning("%s: %s (file truncated?); using the frames decoded", shown(self.path), problem)
+
+    def _truncation(self) -> str | None:
+        """Why the whole stream was read yet the file looks cut short, or None."""
+        stated = self._stated_frames()
+        if stated and self.frames_read < stated * SHORT_FRACTION:
+            return f"the stream ended after {self.frames_read} of {stated} frames"
+        if self._container.format.name == "mpegts":
+            size = self.path.stat().st_size
+            if all(size % packet for packet in TS_PACKET_SIZES):
+                return f"the transport stream ends inside a packet after {self.frames_read} frames"
+        return None
+
+    def _stated_frames(self) -> int | None:
+        """The video track's frame count as the container states it up front (MP4/MOV: the sample count;
+        Matroska/WebM: the track's DURATION tag). Not the duration of a transport stream: FFmpeg estimates it
+        from the file's last timestamps, so it shrinks with the file."""
+        if self._stream.frames:
+            return self._stream.frames
+        duration = self._stream.metadata.get("DURATION")  # HH:MM:SS.fraction, written by Matroska muxers
+        if duration:
+            try:
+                hours, minutes, seconds = duration.split(":")
+                total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:
+                return None
+            return max(1, round(total * self._rate))
+        return None
 
     def close(self) -> None:
         container, self._container = getattr(self, "_container", None), None

@@ -4,7 +4,12 @@ Each frame's self-attention also attends to the reference features of the transf
 the reference UNet (plus those of any history keyframes, concatenated along the token axis): keys and values are
 ``[frame tokens, reference tokens]``, queries are the frame tokens only. Upstream does this by patching the blocks'
 ``forward`` and keeping the features on the modules; here they are an argument, so the module has no state and runs
-the same eagerly, under ``torch.compile`` and in an ONNX export.
+the same eagerly, under ``torch.compile`` and in an ONNX export. The argument is the reference tokens' keys and
+values (:func:`project_reference`), not the tokens: they are the same in every window, so the pipeline projects
+them once per reference image and keyframe.
+
+Two exact savings against upstream's arithmetic: the reference projections above, and the cross-attention to the
+CLIP image embedding, which has a single key (:func:`single_key_attention`).
 
 Frames are folded into the batch throughout: hidden states are (B*F, C, H, W), frame-major within a batch element.
 """
@@ -17,7 +22,13 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-__all__ = ["ReferenceTransformerBlock", "SpatialTransformer", "multihead_attention"]
+__all__ = [
+    "ReferenceTransformerBlock",
+    "SpatialTransformer",
+    "multihead_attention",
+    "project_reference",
+    "single_key_attention",
+]
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -36,26 +47,45 @@ def per_frame(tokens: torch.Tensor, frames: int) -> torch.Tensor:
     return tokens.unsqueeze(1).expand(batch, frames, *tokens.shape[1:]).reshape(batch * frames, *tokens.shape[1:])
 
 
+def project_reference(attn: Attention, reference: torch.Tensor) -> torch.Tensor:
+    """Reference tokens (B, R, C) -> their keys and values in ``attn``, ``[keys | values]`` (B, R, 2 * inner).
+
+    They depend only on the reference image (and the history keyframes), so the pipeline computes them once per
+    image rather than once per window; :func:`multihead_attention` takes them as they come out of here.
+    """
+    reference = reference.to(attn.to_k.weight.dtype)
+    return torch.cat([attn.to_k(reference), attn.to_v(reference)], dim=-1)
+
+
+def single_key_attention(attn: Attention, context: torch.Tensor) -> torch.Tensor:
+    """Attention output when ``context`` (N, 1, D) has one token: (N, 1, C), the same for every query.
+
+    Softmax over a single key is exactly 1, so the output is that key's value for every query, whatever the queries
+    are: ``to_out(to_v(context))``. The query projection, the key projection and the attention kernel drop out.
+    """
+    return attn.to_out[1](attn.to_out[0](attn.to_v(context)))
+
+
 def multihead_attention(
     attn: Attention,
     hidden_states: torch.Tensor,
     context: torch.Tensor | None = None,
-    reference: torch.Tensor | None = None,
+    reference_kv: torch.Tensor | None = None,
     num_frames: int = 1,
 ) -> torch.Tensor:
     """Scaled dot-product attention with the weights of a diffusers ``Attention`` (same math as AttnProcessor2_0).
 
     hidden_states (N, L, C) give the queries; keys/values come from ``context`` (N, S, Cc), or from hidden_states
-    itself when it is None, followed by ``reference`` (B, R, C) with N = B * num_frames, shared by the frames of
-    each batch element. The reference tokens are projected once per batch element, not once per frame.
+    itself when it is None, followed by the reference tokens' keys and values ``reference_kv`` (B, R, 2 * inner)
+    (from :func:`project_reference`), with N = B * num_frames, shared by the frames of each batch element.
     """
     query = attn.to_q(hidden_states)
     source = hidden_states if context is None else context
     key, value = attn.to_k(source), attn.to_v(source)
-    if reference is not None:
-        reference = reference.to(hidden_states.dtype)
-        key = torch.cat([key, per_frame(attn.to_k(reference), num_frames)], dim=1)
-        value = torch.cat([value, per_frame(attn.to_v(reference), num_frames)], dim=1)
+    if reference_kv is not None:
+        ref_key, ref_value = reference_kv.to(hidden_states.dtype).chunk(2, dim=-1)
+        key = torch.cat([key, per_frame(ref_key, num_frames)], dim=1)
+        value = torch.cat([value, per_frame(ref_value, num_frames)], dim=1)
     heads = attn.heads
     out = F.scaled_dot_product_attention(
         _split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads)
@@ -86,21 +116,28 @@ class ReferenceTransformerBlock(nn.Module):
         )
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, dropout=dropout, activation_fn="geglu")
+        # the cross-attention context is the CLIP image embedding, one token: see single_key_attention.
+        # False runs the full attention (the same function up to rounding; kept for measurements and checks)
+        self.single_key_shortcut = True
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        reference: torch.Tensor | None,
+        reference_kv: torch.Tensor | None,
         num_frames: int,
     ) -> torch.Tensor:
-        """hidden_states (B*F, L, C), encoder_hidden_states (B*F, S, D), reference (B, R, C) or None."""
+        """hidden_states (B*F, L, C), encoder_hidden_states (B*F, S, D), reference_kv (B, R, 2C) or None."""
         norm = self.norm1(hidden_states)
         hidden_states = (
-            multihead_attention(self.attn1, norm, reference=reference, num_frames=num_frames) + hidden_states
+            multihead_attention(self.attn1, norm, reference_kv=reference_kv, num_frames=num_frames) + hidden_states
         )
-        norm = self.norm2(hidden_states)
-        hidden_states = multihead_attention(self.attn2, norm, context=encoder_hidden_states) + hidden_states
+        if self.single_key_shortcut and encoder_hidden_states.shape[1] == 1:
+            # norm2 only feeds the queries, which a single key makes irrelevant
+            hidden_states = single_key_attention(self.attn2, encoder_hidden_states) + hidden_states
+        else:
+            norm = self.norm2(hidden_states)
+            hidden_states = multihead_attention(self.attn2, norm, context=encoder_hidden_states) + hidden_states
         return self.ff(self.norm3(hidden_states)) + hidden_states
 
 
@@ -134,10 +171,10 @@ class SpatialTransformer(nn.Module):
         self,
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        reference: torch.Tensor | None,
+        reference_kv: torch.Tensor | None,
         num_frames: int,
     ) -> torch.Tensor:
-        """hidden_states (B*F, C, H, W) -> (B*F, C, H, W)."""
+        """hidden_states (B*F, C, H, W) -> (B*F, C, H, W); reference_kv (B, R, 2C) from project_reference or None."""
         n, _, height, width = hidden_states.shape
         residual = hidden_states
         hidden_states = self.norm(hidden_states)
@@ -147,7 +184,7 @@ class SpatialTransformer(nn.Module):
         if self.use_linear_projection:
             tokens = self.proj_in(tokens)
         for block in self.transformer_blocks:
-            tokens = block(tokens, encoder_hidden_states, reference, num_frames)
+            tokens = block(tokens, encoder_hidden_states, reference_kv, num_frames)
         if self.use_linear_projection:
             tokens = self.proj_out(tokens)
         hidden_states = tokens.reshape(n, height, width, tokens.shape[-1]).permute(0, 3, 1, 2).contiguous()

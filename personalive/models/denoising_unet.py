@@ -6,6 +6,8 @@ attend to the reference features, with a motion module (cross-attention to motio
 (attention over frames) after every layer. Parameter names and shapes equal upstream's, so ``denoising_unet.pth`` +
 ``temporal_module.pth`` load strictly. Unlike upstream, the reference features are a forward argument (a list in
 :func:`~personalive.models.reference_features.reference_feature_specs` order) and each frame has its own timestep.
+The window step passes them already projected to each block's keys and values (:meth:`DenoisingUNet.project_reference`,
+once per reference image), ``reference_kv``; raw features (``reference_features``) are projected on every call.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
 from personalive.errors import ConfigError, PersonaLiveError
-from personalive.models.attention_3d import per_frame
+from personalive.models.attention_3d import per_frame, project_reference
 from personalive.models.motion_module import MotionAttention
 from personalive.models.reference_features import reference_feature_specs, transformer_layout
 from personalive.models.unet_3d_blocks import BlockSettings, DownBlock3D, FrameContext, MidBlock3D, UpBlock3D
@@ -102,16 +104,47 @@ class DenoisingUNet(nn.Module):
             f"timestep must be a scalar, (F,) or (B*F,) with B={batch}, F={frames}; got {t.numel()}"
         )
 
-    def _check_references(self, references: list[torch.Tensor], height: int, width: int) -> None:
+    def reference_attentions(self) -> list[Attention]:
+        """The self-attention (``attn1``) of every spatial transformer, in reference_feature_specs order."""
+        blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
+        return [
+            transformer.transformer_blocks[0].attn1
+            for block in blocks
+            for transformer in (getattr(block, "attentions", None) or [])
+            if transformer is not None
+        ]
+
+    def project_reference(self, reference_features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Raw reference features (B, R, C) per block -> that block's ``[keys | values]`` (B, R, 2C).
+
+        What ``forward`` takes as ``reference_kv``. Token-wise, so the projection of features concatenated along
+        the token axis (reference + history keyframes) is the concatenation of their projections.
+        """
+        attentions = self.reference_attentions()
+        if len(reference_features) != len(attentions):
+            raise PersonaLiveError(
+                f"reference_features: expected {len(attentions)} tensors in reference_feature_specs order, "
+                f"got {len(reference_features)}"
+            )
+        return [project_reference(attn, ref) for attn, ref in zip(attentions, reference_features, strict=True)]
+
+    def _check_references(
+        self,
+        references: list[torch.Tensor],
+        height: int,
+        width: int,
+        what: str = "reference_features",
+        factor: int = 1,
+    ) -> None:
         if len(references) != len(self.reference_channels):
             raise PersonaLiveError(
-                f"reference_features: expected {len(self.reference_channels)} tensors in reference_feature_specs "
+                f"{what}: expected {len(self.reference_channels)} tensors in reference_feature_specs "
                 f"order, got {len(references)}"
             )
         for i, (ref, channels) in enumerate(zip(references, self.reference_channels, strict=True)):
-            if ref.ndim != 3 or ref.shape[-1] != channels:
+            if ref.ndim != 3 or ref.shape[-1] != channels * factor:
                 raise PersonaLiveError(
-                    f"reference_features[{i}]: expected (B, tokens, {channels}), got {tuple(ref.shape)}"
+                    f"{what}[{i}]: expected (B, tokens, {channels * factor}), got {tuple(ref.shape)}"
                 )
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return  # token counts depend on the latent size, which may be symbolic while tracing
@@ -131,20 +164,28 @@ class DenoisingUNet(nn.Module):
         motion_hidden_states: torch.Tensor,
         pose_cond_fea: torch.Tensor | None = None,
         reference_features: list[torch.Tensor] | None = None,
+        reference_kv: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Predict the noise of ``sample``.
 
         sample (B, 4, F, h, w); timestep scalar, (F,) or (B*F,); encoder_hidden_states (B, 1, D) CLIP image embedding;
         motion_hidden_states (B, F, M, Dm) motion tokens; pose_cond_fea (B, C0, F, h, w) pose guider output;
         reference_features: per transformer block (B, tokens * (1 + keyframes), C), in reference_feature_specs
-        order, or None for none. Returns (B, out_channels, F, h, w) in the module's dtype.
+        order, or None for none; or instead ``reference_kv``, the same projected by :meth:`project_reference`
+        (B, tokens * (1 + keyframes), 2C), which is what the window step passes.
+        Returns (B, out_channels, F, h, w) in the module's dtype.
         """
         batch, _, frames, height, width = sample.shape
         dtype = self.dtype
+        if reference_features is not None and reference_kv is not None:
+            raise PersonaLiveError("pass reference_features or reference_kv, not both")
         references = None
         if reference_features is not None and len(reference_features) > 0:
             self._check_references(reference_features, height, width)
-            references = [ref.to(dtype) for ref in reference_features]
+            references = self.project_reference(reference_features)
+        elif reference_kv is not None and len(reference_kv) > 0:
+            self._check_references(reference_kv, height, width, "reference_kv", factor=2)
+            references = [kv.to(dtype) for kv in reference_kv]
 
         # 1. per-frame conditioning, frames folded into the batch: (B*F, ...)
         t_emb = self.time_proj(self._frame_timesteps(timestep, batch, frames)).to(dtype)

@@ -8,7 +8,8 @@ position, which is what the names below say.
 
 This module is the single source of truth for those names and their order: the denoising UNet's ``forward``, the
 reference feature extractor, the ONNX export, TensorRT profiles and the runtime all call
-:func:`reference_feature_specs`.
+:func:`reference_feature_specs`. The window step's inputs of those names carry each block's keys and values of the
+reference tokens (``FeatureSpec.kv_channels``), projected once per reference image instead of once per window.
 """
 
 from __future__ import annotations
@@ -23,11 +24,20 @@ __all__ = ["FeatureSpec", "reference_feature_specs", "transformer_layout"]
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One reference feature tensor: shape (B, tokens * (1 + keyframes), channels)."""
+    """One transformer block's reference input.
+
+    The reference UNet records (B, tokens * (1 + keyframes), channels) there; the window step takes the same
+    tokens projected to the denoising block's keys and values, ``[keys | values]``, (B, tokens * (1 + keyframes),
+    kv_channels), under the same name (``DenoisingUNet.project_reference``, once per reference image).
+    """
 
     name: str
     channels: int
     tokens: int
+
+    @property
+    def kv_channels(self) -> int:
+        return 2 * self.channels  # the blocks' attention width equals their channel count (heads * head_dim)
 
 
 def transformer_layout(unet_config: dict) -> list[tuple[str, int, int, int]]:

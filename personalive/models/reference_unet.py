@@ -18,7 +18,13 @@ from diffusers.models.attention_processor import Attention
 from personalive.errors import ConfigError, PersonaLiveError
 from personalive.models.reference_features import FeatureSpec, reference_feature_specs
 
-__all__ = ["ReferenceFeatureExtractor", "build_reference_unet", "reference_self_attentions"]
+__all__ = [
+    "ReferenceFeatureExtractor",
+    "build_reference_unet",
+    "reference_cross_attentions",
+    "reference_self_attentions",
+    "set_single_key_shortcut",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,54 @@ def reference_self_attentions(unet: UNet2DConditionModel) -> list[tuple[str, Att
     return found
 
 
+def reference_cross_attentions(unet: UNet2DConditionModel) -> list[Attention]:
+    """The cross-attention (``attn2``) of every transformer block of the UNet."""
+    return [m.attn2 for m in unet.modules() if isinstance(getattr(m, "attn2", None), Attention)]
+
+
+class _SingleKeyCrossAttention:
+    """Attention processor wrapper: with a one-token context, the output is ``to_out(to_v(context))`` for every query.
+
+    Softmax over a single key is exactly 1 (see :func:`personalive.models.attention_3d.single_key_attention`); the
+    reference UNet's cross-attention context is the CLIP image embedding, one token. Any other case (several tokens,
+    a mask, the options SD 1.x does not use) goes to the wrapped processor unchanged.
+    """
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.enabled = True
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        plain = attn.norm_cross is None and attn.spatial_norm is None and attn.group_norm is None
+        plain = plain and not attn.residual_connection and attn.rescale_output_factor == 1.0
+        if (
+            self.enabled
+            and plain
+            and attention_mask is None
+            and hidden_states.ndim == 3
+            and encoder_hidden_states is not None
+            and encoder_hidden_states.shape[1] == 1
+        ):
+            out = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))
+            return out.expand(hidden_states.shape[0], hidden_states.shape[1], out.shape[-1])
+        return self.inner(
+            attn, hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask
+        )
+
+
+def set_single_key_shortcut(unet: UNet2DConditionModel, enabled: bool) -> None:
+    """Switch the single-key cross-attention shortcut on (default) or off (full attention, for measurements)."""
+    for attn in reference_cross_attentions(unet):
+        if isinstance(attn.processor, _SingleKeyCrossAttention):
+            attn.processor.enabled = enabled
+
+
 class _CaptureSelfAttention:
     """Attention processor wrapper: stores the self-attention input (the block's ``norm1`` output) in ``sink``."""
 
@@ -86,6 +140,7 @@ class ReferenceFeatureExtractor(torch.nn.Module):
     The features come back as a list in :func:`reference_feature_specs` order, which is the order
     :class:`~personalive.models.denoising_unet.DenoisingUNet` takes them in. Capturing uses attention processors set
     on this UNet's ``attn1`` modules only (no global patching); they record only during this module's ``forward``.
+    Its ``attn2`` modules get the single-key shortcut (:class:`_SingleKeyCrossAttention`).
     """
 
     def __init__(self, unet: UNet2DConditionModel) -> None:
@@ -97,6 +152,9 @@ class ReferenceFeatureExtractor(torch.nn.Module):
             capture = _CaptureSelfAttention(inner, name)
             attn.set_processor(capture)
             self._captures.append(capture)
+        for attn in reference_cross_attentions(unet):
+            if not isinstance(attn.processor, _SingleKeyCrossAttention):
+                attn.set_processor(_SingleKeyCrossAttention(attn.processor))
 
     def specs(self, height_latent: int, width_latent: int) -> list[FeatureSpec]:
         return reference_feature_specs(dict(self.unet.config), height_latent, width_latent)

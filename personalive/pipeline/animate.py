@@ -8,7 +8,11 @@ Recipe of one run (:meth:`Animator.animate`):
    reference to the first driving frame, with latents noised to the staggered levels;
 3. per window: pose canvases from the animated keypoints, then the :class:`WindowStep` (pose guider, motion
    encoder, denoising UNet, DDIM, VAE decode of the frames that reached t=0, shift);
-4. hand out the decoded frames (from window ``A - 1`` on); decide the history keyframe (:mod:`.keyframes`);
+4. hand out the decoded frames (from window ``A - 1`` on); decide the history keyframe (:mod:`.keyframes`).
+   With ``overlap`` (the default on CUDA) the frames are copied to pinned host memory without waiting, and a
+   window's frames are handed out only once the next window's step has been queued: the GPU has work while the
+   caller encodes. The only host waits in the loop are that copy's event and, while a keyframe may still be
+   added, the keyframe decision (which the next window depends on);
 5. after the last driving frame: pad with the frames before it, reflected (upstream: ``frames[-13:-1][::-1]``),
    run ``A - 1`` more windows to flush, and drop every output frame that belongs to padding.
 
@@ -100,12 +104,14 @@ class Animator:
     """Streaming PersonaLive generation over one :class:`~personalive.pipeline.window.WindowStep`.
 
     ``models`` is a loaded model set (``personalive.weights.ModelSet``) holding at least
-    :data:`PIPELINE_NETWORKS`; the pipeline runs on its ``device`` in its ``dtype``.
+    :data:`PIPELINE_NETWORKS`; the pipeline runs on its ``device`` in its ``dtype``. ``overlap``: hand a window's
+    frames out after queueing the next window (None: on CUDA, where the GPU runs ahead of the host).
     """
 
-    def __init__(self, models: Any, config: RunConfig, step: WindowStep) -> None:
+    def __init__(self, models: Any, config: RunConfig, step: WindowStep, overlap: bool | None = None) -> None:
         self.models, self.config, self.step = models, config, step
         self.device, self.dtype = torch.device(models.device), models.dtype
+        self.overlap = self.device.type == "cuda" if overlap is None else overlap
         self.gen = config.generation
         self.sizes = tensor_sizes(models, config)
         self.scheduler = StaggeredDDIM(config.scheduler, config.generation)
@@ -126,7 +132,7 @@ class Animator:
         pixels = reference_pixels(image, self.gen.height, self.gen.width, self.device)
         if face is not None:
             pixels.face = face.to(self.device)
-        return fuse_reference(self.models, pixels, self.dtype, self.gen.min_face_box)
+        return fuse_reference(self.models, pixels, self.dtype, self.gen.min_face_box, self.step.project_reference)
 
     # ------------------------------------------------------------------------------------------ driving
     def animate(
@@ -175,7 +181,19 @@ class Animator:
         run = _StreamState(self, reference, draw)
         history: deque[DrivingInputs] = deque(maxlen=pad + w)  # the last frames, for the reflected tail
         pending: list[DrivingInputs] = []
+        waiting: _Frames | None = None  # the last window's frames, handed out after the next window is queued
         count = 0
+
+        def window(inputs: DrivingInputs, last: bool, total: int | None = None) -> Iterator[torch.Tensor]:
+            nonlocal waiting
+            frames = run.window(inputs, last, total)
+            if not self.overlap:
+                yield from frames.hand_out()
+                return
+            if waiting is not None:
+                yield from waiting.hand_out()
+            waiting = frames
+
         for chunk in driving:
             for i in range(len(chunk)):
                 item = chunk.frame(i)
@@ -183,7 +201,7 @@ class Animator:
                 pending.append(item)
                 count += 1
                 if len(pending) == w:
-                    yield from run.window(DrivingInputs.cat(pending), last=False)
+                    yield from window(DrivingInputs.cat(pending), last=False)
                     pending = []
         if count == 0:
             return
@@ -192,8 +210,10 @@ class Animator:
         first_kept = count - len(buffered)
         padding = [buffered[max(2 * count - 2 - j, 0) - first_kept] for j in range(count, total)]
         for k in range(0, len(pending + padding), w):
-            window = (pending + padding)[k : k + w]
-            yield from run.window(DrivingInputs.cat(window), last=k + w >= len(pending + padding), total=count)
+            inputs = DrivingInputs.cat((pending + padding)[k : k + w])
+            yield from window(inputs, last=k + w >= len(pending + padding), total=count)
+        if waiting is not None:
+            yield from waiting.hand_out()
 
     def _generator_noise(self, generator: torch.Generator | None) -> NoiseSource:
         if generator is None:
@@ -212,7 +232,7 @@ class _StreamState:
     def __init__(self, animator: Animator, reference: ReferenceState, draw: NoiseSource) -> None:
         self.animator, self.ref, self.draw = animator, reference, draw
         self.gen, self.sched = animator.gen, animator.scheduler
-        self.features = list(reference.features)
+        self.features = list(reference.keys_values)  # step inputs; grow by one image per history keyframe
         g = self.gen
         self.bank = KeyframeBank(
             reference.motion,
@@ -254,8 +274,8 @@ class _StreamState:
             "motion_hidden_states": motion,
         }
 
-    def window(self, inputs: DrivingInputs, last: bool, total: int | None = None) -> Iterator[torch.Tensor]:
-        """Run one window; yield the frames it emits (at most ``total`` frames over the whole stream)."""
+    def window(self, inputs: DrivingInputs, last: bool, total: int | None = None) -> _Frames:
+        """Queue one window; its output frames (at most ``total`` over the stream) come back to hand out."""
         animator, g = self.animator, self.gen
         start = time.perf_counter()
         if self.index == 0:
@@ -282,29 +302,57 @@ class _StreamState:
             "motion_hidden_states": out["next_motion_hidden_states"],
         }
         is_keyframe = self.bank.propose(out["new_motion_hidden_states"]) if self.bank.active(self.index) else None
-        frames = None
+        frames = _Frames(self, None, None, total)
         if self.index >= g.adaptive_steps - 1:
-            frames = out["frames"][0].float().cpu()  # the one host sync per window: hand the frames out
+            frames = _Frames(self, *_to_host(out["frames"][0]), total)
         animator.stats.denoising += time.perf_counter() - start
-        if is_keyframe is not None and bool(is_keyframe):
+        if is_keyframe is not None and bool(is_keyframe):  # a host wait: the next window needs the decision
             self._add_keyframe(out)
         self.index += 1
         animator.stats.windows += 1
-        if frames is not None:
-            for f in frames:
-                if total is not None and self.emitted >= total:
-                    break
-                self.emitted += 1
-                animator.stats.frames += 1
-                yield f
+        return frames
 
     def _add_keyframe(self, out: dict[str, torch.Tensor]) -> None:
         start = time.perf_counter()
         self.bank.accept(out["new_motion_hidden_states"])
         clean = out["clean_latents"][:, :, 0]  # (1, 4, h, w): the frame this window emitted
         keyframe = feature_extractor(self.animator.models)(clean, self.ref.embeddings)
-        self.features = append_keyframe(self.features, keyframe)
+        self.features = append_keyframe(self.features, self.animator.step.project_reference(keyframe))
         self.animator.stats.keyframes_added += 1
         self.animator.stats.keyframe_windows.append(self.index)
         self.animator.stats.keyframes += time.perf_counter() - start
         logger.debug("history keyframe added in window %d (%d so far)", self.index, self.bank.added)
+
+
+def _to_host(frames: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """(W, 3, H, W) device frames -> float32 host copy; on CUDA into pinned memory, not waited for (+ its event)."""
+    frames = frames.float()
+    if frames.device.type != "cuda":
+        return frames.cpu(), None
+    host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
+    host.copy_(frames, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    return host, done
+
+
+class _Frames:
+    """One window's output frames on their way to the host; :meth:`hand_out` waits for the copy and yields them."""
+
+    def __init__(self, run: _StreamState, host: torch.Tensor | None, done: Any, total: int | None) -> None:
+        self.run, self.host, self.done, self.total = run, host, done, total
+
+    def hand_out(self) -> Iterator[torch.Tensor]:
+        if self.host is None:
+            return
+        stats = self.run.animator.stats
+        if self.done is not None:
+            start = time.perf_counter()
+            self.done.synchronize()
+            stats.denoising += time.perf_counter() - start
+        for f in self.host:
+            if self.total is not None and self.run.emitted >= self.total:
+                break
+            self.run.emitted += 1
+            stats.frames += 1
+            yield f

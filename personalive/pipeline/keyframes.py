@@ -50,5 +50,5 @@ class KeyframeBank:
 
 
 def append_keyframe(features: list[torch.Tensor], keyframe_features: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Reference features with one more image's tokens: each (1, L * (1 + K), C) -> (1, L * (2 + K), C)."""
+    """Reference keys/values with one more image's tokens: each (1, L * (1 + K), C) -> (1, L * (2 + K), C)."""
     return [torch.cat([f, k.to(f.dtype)], dim=1) for f, k in zip(features, keyframe_features, strict=True)]

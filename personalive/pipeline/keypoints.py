@@ -149,11 +149,26 @@ def startup_keypoints(
     return pose_keypoints(kp, p["pitch"], p["yaw"], p["roll"], p["t"], p["scale"])
 
 
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor on ``device``, made once per (values, device, dtype).
+
+    Making it afresh in every window would copy it from the host, and a plain host-to-device copy waits for the
+    GPU to finish everything queued before it: the window loop would stall on the previous window's step.
+    """
+    key = (values, str(device), dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, device=device, dtype=dtype)
+    return _CONSTANTS[key]
+
+
 def _pixel_points(keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, 21, 3) keypoints in [-1, 1] -> (B, 7, 2) int64 pixel (x, y) of the selected ones, truncated as upstream."""
-    index = torch.tensor(SELECTED_KEYPOINTS, device=keypoints.device)
+    index = device_constant(tuple(SELECTED_KEYPOINTS), keypoints.device, torch.int64)
     pts = keypoints[:, index, :2] * 0.5 + 0.5
-    size = torch.tensor([width, height], device=keypoints.device, dtype=pts.dtype)
+    size = device_constant((width, height), keypoints.device, pts.dtype)
     return (pts * size).long()
 
 
@@ -167,7 +182,7 @@ def draw_keypoints(
     pts = _pixel_points(keypoints, height, width)
     xs = torch.arange(width, device=keypoints.device)
     ys = torch.arange(height, device=keypoints.device)
-    colors = torch.tensor(KEYPOINT_COLORS, device=keypoints.device, dtype=torch.float32) / 255.0
+    colors = device_constant(KEYPOINT_COLORS, keypoints.device, torch.float32) / 255.0
     canvas = torch.zeros(pts.shape[0], 3, height, width, device=keypoints.device)
     for i in range(len(SELECTED_KEYPOINTS)):
         dx = (pts[:, i, 0, None, None] - xs[None, None, :]) ** 2  # (B, 1, W)

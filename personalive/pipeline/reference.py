@@ -1,13 +1,15 @@
 """Reference fusion: everything the stream needs from the reference image, computed once per image.
 
 ``ReferenceState`` holds the CLIP image embedding, the scaled VAE latents, the reference UNet's attention features
-(at timestep 0), the motion extractor's keypoint info of the reference and the motion tokens of its face crop
+(at timestep 0) and their keys/values in the denoising UNet's self-attentions (what every window step consumes,
+projected here once), the motion extractor's keypoint info of the reference and the motion tokens of its face crop
 (the first entry of the keyframe bank). A state is never modified by a run: history keyframes are appended to a
-per-run copy of the features, so a batch can reuse one state for many driving videos.
+per-run copy of the keys/values, so a batch can reuse one state for many driving videos.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ class ReferenceState:
     embeddings: torch.Tensor  # (1, 1, D) CLIP image embedding, pipeline dtype
     latents: torch.Tensor  # (1, 4, h, w) VAE latent mean x scaling factor
     features: list[torch.Tensor]  # reference_feature_specs order, each (1, tokens, C), pipeline dtype
+    keys_values: list[torch.Tensor]  # the same projected by the denoising UNet, each (1, tokens, 2C): step inputs
     keypoint_info: KeypointInfo  # motion-extractor output of the 256x256 reference, each (1, ...)
     motion: torch.Tensor  # (1, 1, 32, 16) motion tokens of the reference face crop
 
@@ -68,8 +71,15 @@ def reference_pixels(image: torch.Tensor, height: int, width: int, device: torch
 
 
 @torch.no_grad()
-def fuse_reference(models: Any, pixels: ReferencePixels, dtype: torch.dtype, min_face_box: int) -> ReferenceState:
-    """Run the CLIP encoder, VAE encoder, reference UNet, motion extractor and motion encoder on the reference."""
+def fuse_reference(
+    models: Any,
+    pixels: ReferencePixels,
+    dtype: torch.dtype,
+    min_face_box: int,
+    project: Callable[[list[torch.Tensor]], list[torch.Tensor]],
+) -> ReferenceState:
+    """Run the CLIP encoder, VAE encoder, reference UNet, motion extractor and motion encoder on the reference;
+    ``project`` (the window step's ``project_reference``) turns the attention features into the step's keys/values."""
     encoder = models.image_encoder
     encoder_dtype = next(encoder.parameters()).dtype
     # the CLIP encoder may run in its own dtype (fp32 by default); its output is cast to the pipeline dtype
@@ -78,6 +88,7 @@ def fuse_reference(models: Any, pixels: ReferencePixels, dtype: torch.dtype, min
     latents = vae.encode(pixels.vae.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
     latents = latents.to(dtype)
     features = [f.to(dtype) for f in feature_extractor(models)(latents, embeddings)]
+    keys_values = [kv.to(dtype) for kv in project(features)]
     info = models.motion_extractor(pixels.keypoints)
     face = pixels.face
     if face is None:
@@ -85,4 +96,4 @@ def fuse_reference(models: Any, pixels: ReferencePixels, dtype: torch.dtype, min
         boxes = face_boxes(driving_keypoints(info), height, width, min_face_box)
         face = conditioning.crop_faces(pixels.vae, boxes)
     motion = models.motion_encoder(face[:, :, None].to(dtype))  # (1, 1, 32, 16)
-    return ReferenceState(embeddings, latents, features, info, motion.to(dtype))
+    return ReferenceState(embeddings, latents, features, keys_values, info, motion.to(dtype))

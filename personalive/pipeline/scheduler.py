@@ -53,6 +53,7 @@ class StaggeredDDIM:
 
         # the config's rules (prediction type, inference_steps a multiple of adaptive_steps) are checked once, in
         # RunConfig.validate
+        self._coefficient_cache: dict[tuple, torch.Tensor] = {}
         table = DDIMScheduler(**asdict(scheduler))
         # float32 like diffusers: the table is indexed per frame and cast to the sample dtype where used
         self.alphas_cumprod: torch.Tensor = table.alphas_cumprod.to(torch.float32)
@@ -94,9 +95,19 @@ class StaggeredDDIM:
         alpha_t = self.alphas_cumprod.to(dtype)[timesteps]
         return torch.stack([alpha_t**0.5, (1 - alpha_t) ** 0.5])
 
+    def _noise_coefficients_on(
+        self, timesteps: torch.Tensor, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        # cached per (timesteps, dtype, device): the same few are used in every window, and copying them to the
+        # device afresh each time would make the host wait for the GPU (see keypoints.device_constant)
+        key = (tuple(timesteps.reshape(-1).tolist()), dtype, str(device))
+        if key not in self._coefficient_cache:
+            self._coefficient_cache[key] = self.noise_coefficients(timesteps.cpu(), dtype).to(device)
+        return self._coefficient_cache[key]
+
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Forward-diffuse clean ``latents`` (B, C, F, H, W) to per-frame ``timesteps`` (F,) (or one, broadcast)."""
-        coef = self.noise_coefficients(timesteps.cpu(), latents.dtype).to(latents.device)
+        coef = self._noise_coefficients_on(timesteps, latents.dtype, latents.device)
         sqrt_alpha, sqrt_one_minus = (c.view(1, 1, -1, 1, 1) for c in coef)
         return sqrt_alpha * latents + sqrt_one_minus * noise
 

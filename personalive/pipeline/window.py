@@ -29,7 +29,7 @@ name                       shape                                 what it is
 ``motion``                 (B, 3, W, 224, 224) in [-1, 1]        face crops of the W new frames
 ``encoder_hidden_states``  (B, 1, D)                             CLIP image embedding of the reference
 ``new_latents``            (B, 4, W, h, w)                       next window's fresh latents (noised at t_max)
-``ref_<block>`` x 16       (B, L_i * (1 + K), C_i)               reference features (K history keyframes)
+``ref_<block>`` x 16       (B, L_i * (1 + K), 2 * C_i)           reference keys | values (K history keyframes)
 =========================  ====================================  =============================================
 
 The pose canvas is (Hc, Wc) = (h, w) * 2 ** (stride-2 stages of the pose guider): the image size for the
@@ -37,7 +37,9 @@ released guider (8x), 512 for the oracle's tiny guider at 128x128 (32x); see ups
 
 The reference-feature names, their order and their shapes come from one function,
 :func:`personalive.models.reference_features.reference_feature_specs`, used by the model, the export, the
-engine profile and the runtime.
+engine profile and the runtime. Each ``ref_<block>`` holds that block's self-attention keys and values of the
+reference tokens (:meth:`WindowStep.project_reference`): they are the same in every window, so they are computed
+once per reference image and once per history keyframe, not in the step.
 
 Outputs:
 
@@ -107,6 +109,15 @@ class WindowStep(Protocol):
     @property
     def feature_names(self) -> list[str]: ...
 
+    def project_reference(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The reference UNet's attention features (1, tokens, C) -> the step's reference inputs (1, tokens, 2C).
+
+        Keys and values of the reference tokens in the denoising UNet's self-attentions
+        (``DenoisingUNet.project_reference``): the pipeline calls this once per reference image and once per
+        history keyframe, so the steps do not repeat it in every window.
+        """
+        ...
+
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
 
@@ -165,7 +176,12 @@ class WindowStepModule(nn.Module):
         sample, clean = latents, latents
         for j in range(self.jump):
             noise_pred = self.denoising_unet(
-                sample, self.timesteps[j], encoder_hidden_states, motion_all, pose_all, list(reference_features)
+                sample,
+                self.timesteps[j],
+                encoder_hidden_states,
+                motion_all,
+                pose_all,
+                reference_kv=list(reference_features),
             )
             sample, clean = ddim_step(noise_pred, sample, self.coefficients[j])
         clean = clean[:, :, :w]  # (B, 4, W, h, w)
@@ -192,13 +208,27 @@ def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
         models.pose_guider,
         models.motion_encoder,
         models.denoising_unet,
-        models.vae,
+        step_decoder(models, config),
         StaggeredDDIM(config.scheduler, config.generation),
         [s.name for s in specs],
     )
     # the networks already sit on the models' device; this moves the step's own buffers (DDIM coefficients)
     device = getattr(models, "device", None)
     return module if device is None else module.to(device=device)
+
+
+def step_decoder(models: Any, config: RunConfig) -> nn.Module:
+    """The autoencoder whose decoder the step runs: the VAE, or for ``model.decoder=taesd`` TAESD, loaded on first
+    use from the weights directory's ``taesd/`` into ``models.taesd`` (the reference is still encoded by the VAE)."""
+    if str(config.model.decoder) != "taesd":
+        return models.vae
+    if getattr(models, "taesd", None) is None:
+        from pathlib import Path
+
+        from personalive.models.taesd import TAESD_DIR, load_taesd
+
+        models.taesd = load_taesd(Path(models.weights_dir) / TAESD_DIR, models.dtype, models.device)
+    return models.taesd
 
 
 def unet_config(models: Any) -> dict:
@@ -245,7 +275,7 @@ def example_window_inputs(
     """Random window inputs at realistic magnitudes (for export, engine profiles and verification).
 
     Latents ~ N(0, 1); pose canvases drawn from random keypoints (values in [0, 1]); face crops uniform in
-    [-1, 1]; motion tokens at RMS 40 like the motion encoder's; reference features ~ N(0, 1) with
+    [-1, 1]; motion tokens at RMS 40 like the motion encoder's; reference keys/values ~ N(0, 1) with
     ``1 + num_keyframes`` reference images' tokens.
     """
     g = generator if generator is not None else torch.Generator(device).manual_seed(0)
@@ -270,5 +300,5 @@ def example_window_inputs(
         "new_latents": randn(1, lc, w, lh, lw),
     }
     for spec in reference_feature_specs(unet_config(models), lh, lw):
-        inputs[spec.name] = randn(1, spec.tokens * (1 + num_keyframes), spec.channels)
+        inputs[spec.name] = randn(1, spec.tokens * (1 + num_keyframes), spec.kv_channels)
     return inputs

@@ -1,4 +1,5 @@
-"""``personalive weights check``: every problem of a layout (files, keys, shapes), without running a network."""
+"""``personalive weights check``: every problem of a layout (files, keys, shapes, CRCs of every byte, non-finite
+values), without running a network."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 import torch
 
 from personalive.errors import WeightsError
+from personalive.weights.integrity import nonfinite_tensors, verify_archive
 from personalive.weights.layout import NETWORKS, WeightsLayout
 from personalive.weights.load import (
     _expected_shapes,
     _read_network_state,
     build_network,
     compare_state,
+    config_file,
     read_sizes,
     summarize_problems,
     weights_hash,
@@ -38,14 +41,19 @@ def check_layout(directory: str | os.PathLike) -> list[str]:
         files = layout.network_files(name)
         if not all(p.is_file() for p in files):
             continue
+        problems += [p for path in files for p in verify_archive(path)]  # every byte against its CRC
         try:
             with torch.device("meta"):
-                module = build_network(name, sizes)
+                module = build_network(name, sizes, config_file(name, layout, sizes))
             state, origin = _read_network_state(name, layout)
         except WeightsError as exc:
             problems.append(str(exc))
             continue
         problems += compare_state(_expected_shapes(module), state, origin, files)
+        problems += [
+            f"{origin[key]}: {key} holds {count} non-finite values (NaN or inf) of {total}"
+            for key, count, total in nonfinite_tensors(state)
+        ]
     return problems
 
 
@@ -61,4 +69,4 @@ def check_command(directory: str | os.PathLike | None = None) -> None:
         raise WeightsError(summarize_problems(root, problems, shown=len(problems)))
     sizes = read_sizes(WeightsLayout(root))
     logger.info("%s: all %d networks match their architecture (sizes: %s)", root, len(NETWORKS), sizes.source)
-    logger.info("weights hash %s", weights_hash(root))
+    logger.info("weights hash %s", weights_hash(root, use_cache=False))

@@ -6,6 +6,7 @@ Layout (one root; the release's file names)::
     sd-image-variations-diffusers/model_index.json, unet/config.json (+ weights, unused: every UNet key comes
         from the .pth files), image_encoder/config.json + pytorch_model.bin or model.safetensors
     sd-vae-ft-mse/config.json + diffusion_pytorch_model.bin or .safetensors
+    taesd/config.json + diffusion_pytorch_model.safetensors   (optional: model.decoder=taesd)
     personalive/config.json   (optional, not in the release: sizes of a tiny/random layout, see model_sizes)
 
 :data:`FILES` is read by the download (Hub sources), the loader and the check (paths, which network a file
@@ -23,6 +24,8 @@ VAE_DIR = "sd-vae-ft-mse"
 PERSONALIVE_REPO = "huaichang/PersonaLive"
 IMAGE_VARIATIONS_REPO = "lambdalabs/sd-image-variations-diffusers"
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
+TAESD_DIR = "taesd"  # upstream's configs/prompts/personalive_offline.yaml: vae_tiny_path ./pretrained_weights/taesd
+TAESD_REPO = "madebyollin/taesd"
 TEMPORAL_KEY = ".temporal_modules."  # keys of the denoising UNet stored in temporal_module.pth
 NETWORKS = (
     "pose_guider",
@@ -76,6 +79,11 @@ FILES: dict[str, LayoutFile] = {
     "image_encoder_weights": _base("image_encoder/pytorch_model.bin", ("image_encoder/model.safetensors",)),
     "vae_config": _vae("config.json"),
     "vae_weights": _vae("diffusion_pytorch_model.bin", ("diffusion_pytorch_model.safetensors",)),
+    # optional: the tiny autoencoder of model.decoder=taesd (not needed by the default run, so not required)
+    "taesd_config": LayoutFile(f"{TAESD_DIR}/config.json", TAESD_REPO, "config.json"),
+    "taesd_weights": LayoutFile(
+        f"{TAESD_DIR}/diffusion_pytorch_model.safetensors", TAESD_REPO, "diffusion_pytorch_model.safetensors"
+    ),
 }
 # network -> the roles of the weight file(s) it is loaded from (the denoising UNet: two files, merged)
 NETWORK_FILES: dict[str, tuple[str, ...]] = {

@@ -1,5 +1,8 @@
 """Strict loading of the networks of a weights layout (see :mod:`.layout`), and its identity hash.
 
+At load every ``.pth`` gets the cheap archive check and every tensor the finiteness check of
+:mod:`.integrity`; ``weights check`` verifies every CRC.
+
 Every state dict is loaded strictly: a missing or unexpected key or a shape mismatch is a :class:`WeightsError`
 naming the file, the key and the shapes. The denoising UNet is ``denoising_unet.pth`` together with
 ``temporal_module.pth`` (the ``.temporal_modules.`` keys), which must cover every parameter. All problems of all
@@ -8,7 +11,6 @@ files are collected into one error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,11 +24,43 @@ from torch import nn
 
 from personalive.errors import WeightsError
 from personalive.model_sizes import EXTRA_FULL, ModelSizes
+from personalive.weights import projections
+from personalive.weights.integrity import check_archive_structure, check_finite, content_hash
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
 
 logger = logging.getLogger(__name__)
 
-HASH_CHUNK = 1 << 20  # bytes hashed at the start and at the end of every file
+# keys that fix the shapes of each base-model config; a config without them would build diffusers' defaults
+REQUIRED_CONFIG_KEYS = {
+    "unet": (
+        "block_out_channels",
+        "down_block_types",
+        "up_block_types",
+        "layers_per_block",
+        "cross_attention_dim",
+        "attention_head_dim",
+        "in_channels",
+        "out_channels",
+    ),
+    "vae": (
+        "block_out_channels",
+        "down_block_types",
+        "up_block_types",
+        "layers_per_block",
+        "latent_channels",
+        "in_channels",
+        "out_channels",
+    ),
+    "clip": (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "image_size",
+        "patch_size",
+        "projection_dim",
+    ),
+}
 FIX = "run `personalive weights download` again, or `personalive weights check DIR` for the full list"
 
 
@@ -52,6 +86,9 @@ class ModelSet:
     motion_extractor: nn.Module | None = None
     vae: nn.Module | None = None
     image_encoder: nn.Module | None = None
+    # the denoising UNet's reference keys/values layers alone, for engines (see .projections)
+    reference_projections: nn.Module | None = None
+    taesd: nn.Module | None = None  # loaded by the window step on first use, for model.decoder=taesd
 
 
 # ------------------------------------------------------------------------------------------------------ sizes
@@ -69,11 +106,16 @@ def _read_json(path: Path) -> dict:
 
 def read_sizes(layout: WeightsLayout) -> ModelSizes:
     """Sizes of a layout: base-model configs + ``personalive/config.json`` (or the oracle's), else full defaults."""
-    sizes = ModelSizes(
-        unet=_read_json(layout.unet_config),
-        clip=_read_json(layout.image_encoder_config),
-        vae=_read_json(layout.vae_config),
-    )
+    configs = {
+        "unet": (layout.unet_config, _read_json(layout.unet_config)),
+        "clip": (layout.image_encoder_config, _read_json(layout.image_encoder_config)),
+        "vae": (layout.vae_config, _read_json(layout.vae_config)),
+    }
+    for kind, (path, data) in configs.items():
+        missing = [key for key in REQUIRED_CONFIG_KEYS[kind] if key not in data]
+        if missing:
+            raise WeightsError(f"{path}: missing {', '.join(missing)}; {FIX}")
+    sizes = ModelSizes(unet=configs["unet"][1], clip=configs["clip"][1], vae=configs["vae"][1])
     for path in (layout.sizes_file, layout.oracle_sizes_file):
         if path.is_file():
             doc = _read_json(path)
@@ -98,8 +140,16 @@ def read_sizes(layout: WeightsLayout) -> ModelSizes:
 
 
 # ------------------------------------------------------------------------------------------------ networks
-def build_network(name: str, sizes: ModelSizes) -> nn.Module:
-    """One network with default-initialised weights (use ``torch.device('meta')`` as context for shapes only)."""
+def config_file(name: str, layout: WeightsLayout, sizes: ModelSizes) -> str:
+    """The config file a network's sizes come from (named when it cannot be built)."""
+    base = {"reference_unet": layout.unet_config, "denoising_unet": layout.unet_config}
+    base |= {"vae": layout.vae_config, "image_encoder": layout.image_encoder_config}
+    return str(base[name]) if name in base else sizes.source
+
+
+def build_network(name: str, sizes: ModelSizes, source: str | None = None) -> nn.Module:
+    """One network with default-initialised weights (use ``torch.device('meta')`` as context for shapes only).
+    ``source`` is the config file named when the sizes are wrong (default: the sizes' own source)."""
     try:
         if name == "pose_guider":
             from personalive.models.pose_guider import PoseGuider
@@ -129,8 +179,11 @@ def build_network(name: str, sizes: ModelSizes) -> nn.Module:
             from personalive.models.denoising_unet import build_denoising_unet
 
             return build_denoising_unet(sizes.unet, sizes.unet_additional_kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise WeightsError(f"cannot build {name} from {sizes.source}: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise WeightsError(
+            f"{source or sizes.source}: cannot build {name} from it ({type(exc).__name__}: {reason})"
+        ) from exc
     raise ValueError(f"unknown network {name!r}")
 
 
@@ -158,12 +211,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
+            check_archive_structure(path)  # cheap: directory, member bounds, the pickle's CRC
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError as exc:
                 if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
                     raise
                 state = torch.load(path, map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader error means a damaged file
         reason = (str(exc).splitlines() or [""])[0][:160]
         raise WeightsError(
@@ -227,6 +283,22 @@ def summarize_problems(root: Path | str, problems: list[str], shown: int = 5) ->
 
 
 # --------------------------------------------------------------------------------------------------- loading
+def _build_on(
+    name: str, sizes: ModelSizes, device: torch.device, dtype: torch.dtype, source: str | None = None
+) -> nn.Module:
+    """``name`` built directly on ``device`` and cast to ``dtype``, ready for its weights.
+
+    Built on the device because default initialisation, which the weights overwrite anyway, takes seconds per
+    network on a CPU and milliseconds on a GPU; and then no host copy of the network ever exists. Cast before
+    loading: copying the checkpoint's tensors into ``dtype`` parameters rounds them as ``.to(dtype)`` after
+    loading would, while the device never holds more than one network in float32.
+    """
+    with torch.device(device):
+        module = build_network(name, sizes, source)
+    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-kept modules that these networks do not have
+    return nn.Module.to(module, dtype=dtype)
+
+
 def load_models(
     weights_dir: str | os.PathLike,
     dtype: torch.dtype,
@@ -249,22 +321,28 @@ def load_models(
         raise WeightsError(summarize_problems(layout.root, [f"{p}: missing" for p in missing]))
     sizes = read_sizes(layout)
     device = torch.device(device)
-    unknown = sorted(set(networks) - set(NETWORKS))
+    unknown = sorted(set(networks) - set(NETWORKS) - {projections.NAME})
     if unknown:
-        raise ValueError(f"unknown networks {unknown}: expected names of {NETWORKS}")
+        raise ValueError(f"unknown networks {unknown}: expected names of {NETWORKS} or {projections.NAME!r}")
     loaded: dict[str, nn.Module] = {}
     problems: list[str] = []
+    if projections.NAME in networks and "denoising_unet" not in networks:
+        problems += _load_projections(layout, sizes, device, dtype, loaded)
     for name in (n for n in NETWORKS if n in networks):
-        module = build_network(name, sizes)
+        module = _build_on(
+            name, sizes, device, clip_dtype if name == "image_encoder" else dtype, config_file(name, layout, sizes)
+        )
         state, origin = _read_network_state(name, layout)
         found = compare_state(_expected_shapes(module), state, origin, layout.network_files(name))
         if found:
             problems += found
             continue
+        # from the memory-mapped files straight into the device tensors (cast on the way, as .to(dtype) would)
         module.load_state_dict(state, strict=True)
         del state
-        # nn.Module.to: diffusers' ModelMixin.to warns about fp32-kept modules that these networks do not have
-        nn.Module.to(module, device=device, dtype=clip_dtype if name == "image_encoder" else dtype)
+        # NaN or inf in the file (or overflowing the cast to fp16) would animate black frames: refuse them here,
+        # on the device (fast on a GPU), naming the file and the key
+        check_finite(module.state_dict(), origin)
         loaded[name] = module.eval().requires_grad_(False)
         logger.debug("loaded %s (%.1f M parameters)", name, sum(p.numel() for p in module.parameters()) / 1e6)
     if problems:
@@ -280,19 +358,27 @@ def load_models(
     )
 
 
-def weights_hash(weights_dir: str | os.PathLike) -> str:
-    """Cheap identity of a layout: sha256 over, per file the loader reads (sorted), its relative path, its size,
-    and its first and last MiB. Detects other weights or a re-download of different files without reading GBs."""
+def _load_projections(
+    layout: WeightsLayout, sizes: ModelSizes, device: torch.device, dtype: torch.dtype, loaded: dict[str, nn.Module]
+) -> list[str]:
+    """The denoising UNet's reference key/value layers alone (see :mod:`.projections`), strictly, into ``loaded``."""
+    source = config_file("denoising_unet", layout, sizes)
+    module = projections.build_projections(lambda: build_network("denoising_unet", sizes, source), device, dtype)
+    state, origin = _read_network_state("denoising_unet", layout)
+    own, wanted, wanted_origin = projections.select_state(module, state, origin)
+    expected = {unet_key: module.state_dict()[own_key].shape for own_key, unet_key in module.unet_keys().items()}
+    found = compare_state(expected, wanted, wanted_origin, layout.network_files("denoising_unet"))
+    if found:
+        return found
+    module.load_state_dict(own, strict=True)
+    check_finite(wanted, wanted_origin)
+    loaded[projections.NAME] = module.eval().requires_grad_(False)
+    return []
+
+
+def weights_hash(weights_dir: str | os.PathLike, *, use_cache: bool = True) -> str:
+    """Identity of a layout: sha256 over, per file the loader reads (sorted), its relative path, its size and the
+    sha256 of all its bytes. Each file's digest is cached by path, size, inode, mtime and ctime (see
+    :func:`personalive.weights.integrity.content_hash`), so only the first load after a change reads every byte."""
     layout = WeightsLayout(Path(weights_dir))
-    digest = hashlib.sha256()
-    for path in layout.hashed_files():
-        if not path.is_file():
-            continue
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(layout.root).as_posix()}\0{size}\0".encode())
-        with path.open("rb") as f:
-            digest.update(f.read(HASH_CHUNK))
-            if size > HASH_CHUNK:
-                f.seek(max(HASH_CHUNK, size - HASH_CHUNK))
-                digest.update(f.read(HASH_CHUNK))
-    return digest.hexdigest()
+    return content_hash(layout.root, layout.hashed_files(), use_cache=use_cache)

@@ -32,7 +32,7 @@ def built(weights, tmp_path_factory):
     Without TensorRT this is the TensorRT-missing path: the ONNX is written, then exit 2."""
     engines = tmp_path_factory.mktemp("engines")
     args = ["build-engine", "--weights", str(weights[0]), *SIZE, "--max-keyframes", "3", "--dtype", "fp32"]
-    args += ["--device", "cpu", "--set", f"runtime.engine_dir={engines}"]
+    args += ["--device", "cpu", "--set", f"runtime.engine_dir={engines}", "--format", "tensorrt"]
     if HAS_TRT:
         args.append("--onnx-only")
     result = CliRunner().invoke(app, args)

@@ -13,7 +13,7 @@ from personalive import weights
 from personalive._optional import is_available
 from personalive.backends import BACKENDS, backend_class
 from personalive.cli import app
-from personalive.errors import ConfigError
+from personalive.errors import ConfigError, WeightsError
 from personalive.pipeline.animate import PIPELINE_NETWORKS
 from personalive.pipeline.window import WINDOW_STEP_NETWORKS
 
@@ -22,18 +22,49 @@ from personalive.pipeline.window import WINDOW_STEP_NETWORKS
 def test_every_backend_has_the_shared_interface(name):
     cls = backend_class(name)
     assert cls.name == name
-    assert set(cls.networks) <= set(weights.NETWORKS)
+    assert set(cls.networks) <= {*weights.NETWORKS, "reference_projections"}
     assert callable(cls.from_models) and callable(cls.check_available)
 
 
-def test_pytorch_backends_need_the_step_networks_engines_none():
+def test_pytorch_backends_need_the_step_networks_tensorrt_only_the_reference_projections():
     assert backend_class("eager").networks == backend_class("compile").networks == WINDOW_STEP_NETWORKS
-    assert backend_class("tensorrt").networks == ()
+    # the engine holds the step; the reference keys/values it takes come from the UNet's to_k/to_v layers alone
+    assert backend_class("tensorrt").networks == ("reference_projections",)
     assert "denoising_unet" not in PIPELINE_NETWORKS
 
 
+def test_reference_projections_alone_equal_the_whole_unets(tiny_weights):
+    whole = weights.load_models(tiny_weights, torch.float32, "cpu", networks=["denoising_unet"])
+    alone = weights.load_models(tiny_weights, torch.float32, "cpu", networks=["reference_projections"])
+    assert alone.denoising_unet is None and whole.reference_projections is None
+    n_whole = sum(p.numel() for p in whole.denoising_unet.parameters())
+    n_alone = sum(p.numel() for p in alone.reference_projections.parameters())
+    assert 0 < n_alone < n_whole / 10
+    attentions = whole.denoising_unet.reference_attentions()
+    g = torch.Generator().manual_seed(0)
+    features = [torch.randn(1, 5, a.to_k.in_features, generator=g) for a in attentions]
+    expected = whole.denoising_unet.project_reference(features)
+    got = alone.reference_projections.project_reference(features)
+    for e, o in zip(expected, got, strict=True):
+        torch.testing.assert_close(o, e, rtol=0, atol=0)
+
+
+def test_reference_projections_name_a_missing_key(tiny_weights, tmp_path):
+    import shutil
+
+    broken = tmp_path / "pw"
+    shutil.copytree(tiny_weights, broken)
+    path = broken / "personalive" / "denoising_unet.pth"
+    state = torch.load(path, weights_only=True)
+    key = next(k for k in state if k.endswith("attn1.to_k.weight"))
+    del state[key]
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=f"denoising_unet.pth: missing key {key}"):
+        weights.load_models(broken, torch.float32, "cpu", networks=["reference_projections"])
+
+
 def test_unknown_backend_names_the_choices():
-    with pytest.raises(ConfigError, match="runtime.backend='onnx': expected one of eager, compile, tensorrt"):
+    with pytest.raises(ConfigError, match="runtime.backend='onnx': expected one of eager, compile, tensorrt, aoti"):
         backend_class("onnx")
 
 

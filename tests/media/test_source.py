@@ -142,3 +142,26 @@ def test_zero_decodable_frames(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match="z.mp4: driving video has no decodable video frame"):
         VideoSource(path)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec", "message"),
+    [
+        (".ts", "libx264", "the transport stream ends inside a packet after"),
+        (".mkv", "libx264", "the stream ended after"),
+        (".webm", "libvpx", "the stream ended after"),
+    ],
+)
+def test_truncation_warned_for_every_container(tmp_path, caplog, suffix, codec, message):
+    audio = None if suffix == ".webm" else 3.0  # WebM takes no AAC
+    whole = make_video(tmp_path / f"whole{suffix}", frames=40, width=96, height=96, codec=codec, audio_seconds=audio)
+    with caplog.at_level(logging.WARNING), VideoSource(whole) as source:
+        assert len(list(source)) == 40 and not source.stopped_early  # audio longer than video: not "truncated"
+    assert caplog.text == ""
+    cut = tmp_path / f"cut{suffix}"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2 + 1])
+    with caplog.at_level(logging.WARNING), VideoSource(cut) as source:
+        frames = list(source)
+    assert 0 < len(frames) < 40 and source.stopped_early
+    assert f"cut{suffix}: {message}" in caplog.text and "(file truncated?); using the frames decoded" in caplog.text

@@ -12,7 +12,12 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from personalive.errors import ConfigError, PersonaLiveError
 from personalive.models.denoising_unet import build_denoising_unet, motion_cross_attention_modules
 from personalive.models.reference_features import reference_feature_specs
-from personalive.models.reference_unet import ReferenceFeatureExtractor, build_reference_unet
+from personalive.models.reference_unet import (
+    ReferenceFeatureExtractor,
+    build_reference_unet,
+    reference_cross_attentions,
+    set_single_key_shortcut,
+)
 
 # inference_stage3.yaml's unet_additional_kwargs (the released configuration)
 ADDITIONAL_KWARGS = {
@@ -202,14 +207,16 @@ def test_unsupported_options_are_refused():
 # --- reference features as explicit inputs ------------------------------------------------------------------------
 
 
-def test_extractor_records_norm1_outputs_without_changing_the_unet(small):
+def test_extractor_records_norm1_outputs_and_changes_the_unet_only_by_rounding(small):
     reference, _ = small
     g = torch.Generator().manual_seed(3)
     latents, embeds = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 1, 16, generator=g)
     t = torch.zeros(2)
     with torch.no_grad():
+        set_single_key_shortcut(reference, False)  # diffusers' own attention (a no-op before any extractor)
         before = reference(latents, t, encoder_hidden_states=embeds).sample
         extractor = ReferenceFeatureExtractor(reference)
+        set_single_key_shortcut(reference, True)
         # the same thing, another way: forward hooks on every transformer block's norm1
         hooked, handles = [], []
         for name, module in reference.named_modules():
@@ -218,10 +225,22 @@ def test_extractor_records_norm1_outputs_without_changing_the_unet(small):
         features = extractor(latents, embeds)
         for h in handles:
             h.remove()
-        after = reference(latents, t, encoder_hidden_states=embeds).sample
+        queries = []
+        handles = [
+            a.to_q.register_forward_hook(lambda m, i, o: queries.append(o))
+            for a in reference_cross_attentions(reference)
+        ]
+        after = reference(latents, t, encoder_hidden_states=embeds).sample  # single-key shortcut on
+        fast_queries = len(queries)
+        set_single_key_shortcut(reference, False)
+        full = reference(latents, t, encoder_hidden_states=embeds).sample
+        set_single_key_shortcut(reference, True)
+        for h in handles:
+            h.remove()
     specs = reference_feature_specs(SMALL, 8, 8)
     assert before.shape == (2, 32, 8, 8)  # no output head: the last up-block features
-    assert torch.equal(before, after)
+    assert torch.equal(before, full)
+    assert rel_err(after, before) < 1e-6 and (fast_queries, len(queries)) == (0, 16)  # the shortcut ran
     assert [tuple(f.shape) for f in features] == [(2, s.tokens, s.channels) for s in specs]
     assert len(hooked) == 16 and all(torch.equal(a, b) for a, b in zip(features, hooked, strict=True))
 
@@ -234,14 +253,71 @@ def test_reference_attention_equals_concatenated_keys_with_diffusers_processor(s
     frames, batch = 3, 2
     x = torch.randn(batch * frames, 16, 32, generator=g)
     ref = torch.randn(batch, 24, 32, generator=g)
-    from personalive.models.attention_3d import multihead_attention
+    from personalive.models.attention_3d import multihead_attention, project_reference
 
     with torch.no_grad():
-        ours = multihead_attention(block.attn1, x, reference=ref, num_frames=frames)
+        ours = multihead_attention(block.attn1, x, reference_kv=project_reference(block.attn1, ref), num_frames=frames)
         block.attn1.set_processor(AttnProcessor2_0())
         repeated = ref.repeat_interleave(frames, dim=0)
         theirs = block.attn1(x, encoder_hidden_states=torch.cat([x, repeated], dim=1))
     assert rel_err(ours, theirs) < 1e-6
+
+
+def test_single_key_cross_attention_shortcut_equals_full_attention(small):
+    """Softmax over the one CLIP token is 1: to_out(to_v(embedding)) for every query, in both UNets."""
+    reference, denoising = small
+    inputs, feats = small_inputs(batch=2), small_features(reference, batch=2)
+    blocks = [m for m in denoising.modules() if hasattr(m, "single_key_shortcut")]
+    assert len(blocks) == 16 and len(reference_cross_attentions(reference)) == 16
+    queries = []  # the shortcut never projects the queries
+    handles = [b.attn2.to_q.register_forward_hook(lambda m, i, o: queries.append(o)) for b in blocks]
+    with torch.no_grad():
+        fast = denoising(**inputs, reference_features=feats)
+        fast_queries = len(queries)
+        for block in blocks:
+            block.single_key_shortcut = False
+        full = denoising(**inputs, reference_features=feats)
+        full_queries = len(queries) - fast_queries
+        for block in blocks:
+            block.single_key_shortcut = True
+        # several context tokens: the shortcut does not apply, the full attention runs
+        two = {**inputs, "encoder_hidden_states": inputs["encoder_hidden_states"].repeat(1, 2, 1)}
+        two_fast = denoising(**two, reference_features=feats)
+        for block in blocks:
+            block.single_key_shortcut = False
+        two_full = denoising(**two, reference_features=feats)
+        for block in blocks:
+            block.single_key_shortcut = True
+    for h in handles:
+        h.remove()
+    assert (fast_queries, full_queries) == (0, 16)
+    assert rel_err(fast, full) < 1e-6
+    assert torch.equal(two_fast, two_full)
+
+
+def test_projected_reference_is_tokenwise_and_equals_projecting_in_the_step(small):
+    """Keys/values computed once (reference, then a keyframe appended) = the raw features projected per call."""
+    reference, denoising = small
+    inputs = small_inputs(batch=2)
+    feats, keyframe = small_features(reference, batch=2), small_features(reference, batch=2, seed=5)
+    with torch.no_grad():
+        kv = denoising.project_reference(feats)
+        appended = [torch.cat([a, b], dim=1) for a, b in zip(kv, denoising.project_reference(keyframe), strict=True)]
+        together = denoising.project_reference(
+            [torch.cat([f, k], dim=1) for f, k in zip(feats, keyframe, strict=True)]
+        )
+        raw = denoising(
+            **inputs, reference_features=[torch.cat([f, k], dim=1) for f, k in zip(feats, keyframe, strict=True)]
+        )
+        projected = denoising(**inputs, reference_kv=appended)
+    specs = reference_feature_specs(SMALL, 16, 16)
+    assert [tuple(t.shape) for t in kv] == [(2, s.tokens, s.kv_channels) for s in specs]
+    assert all(torch.equal(a, b) for a, b in zip(appended, together, strict=True))
+    assert torch.equal(raw, projected)
+    with pytest.raises(PersonaLiveError, match=r"reference_kv\[0\]: expected \(B, tokens, 64\)"):
+        denoising(**inputs, reference_kv=feats)
+    with pytest.raises(PersonaLiveError, match="not both"):
+        denoising(**inputs, reference_features=feats, reference_kv=kv)
 
 
 def test_denoising_unet_with_reference_is_stateless_and_batched_equals_single(small):

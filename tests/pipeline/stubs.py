@@ -88,8 +88,11 @@ class StubReferenceExtractor(nn.Module):
 
 
 class StubUNet(nn.Module):
-    def forward(self, sample, timestep, embeddings, motion, pose, features):
-        feature_term = sum(f.mean() for f in features) / len(features)
+    def project_reference(self, features):  # (B, R, C) -> (B, R, 2C), token-wise like the real projection
+        return [torch.cat([f, 2 * f], dim=-1) for f in features]
+
+    def forward(self, sample, timestep, embeddings, motion, pose, reference_kv):
+        feature_term = sum(f.mean() for f in reference_kv) / len(reference_kv)
         motion_term = motion.mean(dim=(2, 3))[:, None, :, None, None] / 40  # (B, 1, F, 1, 1)
         t = timestep.to(sample.dtype).view(1, 1, -1, 1, 1) / 1000
         return 0.5 * sample + 0.1 * pose[:, :4] + 0.1 * motion_term + 0.05 * feature_term + 0.01 * t

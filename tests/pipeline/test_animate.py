@@ -16,13 +16,13 @@ from .stubs import stub_models
 SIZE = 64
 
 
-def _animator(models=None, **generation) -> Animator:
+def _animator(models=None, overlap=None, **generation) -> Animator:
     config = RunConfig()
     config.generation.height = config.generation.width = SIZE
     for key, value in generation.items():
         setattr(config.generation, key, value)
     models = models or stub_models()
-    return Animator(models, config, EagerWindowStep.from_models(models, config, models.device))
+    return Animator(models, config, EagerWindowStep.from_models(models, config, models.device), overlap=overlap)
 
 
 def _frames(n: int, seed: int = 0) -> list[torch.Tensor]:
@@ -90,6 +90,32 @@ def test_frames_are_streamed_before_input_is_exhausted():
     next(stream)
     # the first frame leaves after A windows of W frames (16), long before frame 40 is read
     assert len(consumed) == 16
+
+
+@pytest.mark.parametrize("n", [1, 5, 17, 40])
+def test_overlap_hands_frames_out_one_window_later_and_changes_nothing_else(n):
+    """With overlap a window's frames leave once the next window is queued; the frames and keyframes are equal."""
+    frames = _frames(n) if n < 40 else [f.flip(0) if i > 20 else f for i, f in enumerate(_frames(n))]  # a jump
+    runs = {}
+    for overlap in (False, True):
+        an = _animator(overlap=overlap, keyframe_threshold=1.0)
+        ref = an.fuse_reference(_reference())
+        consumed = []
+
+        def source(consumed=consumed):
+            for i, frame in enumerate(frames):
+                consumed.append(i)
+                yield frame
+
+        stream = an.animate(ref, source())
+        first = next(stream)
+        at_first = len(consumed)
+        runs[overlap] = ([first, *stream], at_first, an.stats.keyframe_windows)
+    (plain, plain_at, plain_kf), (over, over_at, over_kf) = runs[False], runs[True]
+    assert len(over) == len(plain) == n and all(torch.equal(a, b) for a, b in zip(over, plain, strict=True))
+    assert over_kf == plain_kf and (n < 40 or plain_kf)
+    if n == 40:
+        assert (plain_at, over_at) == (16, 20)  # one window (4 frames) more read before the first frame leaves
 
 
 def _keyframe_run(frames, **generation):

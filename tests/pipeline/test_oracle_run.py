@@ -47,7 +47,9 @@ def test_streaming_run_matches_upstream(oracle_dir):
         keypoints=kp_ref,
         face=pre["motion_encoder_in"][:, :, 0],
     )
-    state = fuse_reference(models, pixels, torch.float32, config.generation.min_face_box)
+    state = fuse_reference(
+        models, pixels, torch.float32, config.generation.min_face_box, animator.step.project_reference
+    )
     torch.testing.assert_close(state.embeddings[:, 0], pre["clip_image_embeds"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(state.motion, pre["motion_encoder_out"], atol=1e-4, rtol=1e-4)
 

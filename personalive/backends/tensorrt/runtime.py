@@ -158,7 +158,9 @@ class TensorRTStep:
     """The WindowStep backed by a TensorRT engine (see :class:`personalive.pipeline.window.WindowStep`)."""
 
     name = "tensorrt"
-    networks: tuple[str, ...] = ()  # the whole step runs in the engine
+    # the whole step runs in the engine; the reference keys/values it takes are projected once per reference image
+    # in PyTorch by the denoising UNet's reference key/value layers alone (personalive.weights.projections)
+    networks: tuple[str, ...] = ("reference_projections",)
 
     @classmethod
     def check_available(cls, device: torch.device) -> None:
@@ -191,6 +193,7 @@ class TensorRTStep:
             compute_capability=cc,
         )
         self.runner = TensorRTRunner(path, device)
+        self.projections = models.reference_projections
         expected_in = [*STATE_INPUT_NAMES, *[n for n in meta.input_names if n not in STATE_INPUT_NAMES]]
         if self.runner.input_names != expected_in or self.runner.output_names != list(OUTPUT_NAMES):
             raise EngineRuntimeError(
@@ -200,6 +203,12 @@ class TensorRTStep:
         self.input_names = list(self.runner.input_names)
         self.feature_names = self.input_names[len(STATE_INPUT_NAMES) :]
         log.info("TensorRT engine %s loaded (%s, TensorRT %s)", path, gpu_name, trt.__version__)
+
+    def project_reference(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        import torch
+
+        with torch.inference_mode():
+            return self.projections.project_reference(features)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.runner(inputs)

@@ -1,0 +1,282 @@
+"""Engines of issue 15 on one GPU, full size, random weights: AOTInductor, torch.compile + CUDA graphs, TAESD.
+
+    python -m benchmarks.engine_gpu STAGE --weights DIR --out DIR [--size full|tiny] [--device cuda|cpu]
+
+Stages (each appends its rows to ``OUT/engine-<stage>.json``; benchmarks/gpu_engine.sh runs them in order):
+
+* ``init``: random weights in the official layout (+ ``taesd/``) unless there.
+* ``aoti-build``: export + AOTInductor package of the fp16 step (max 3 keyframes); export and compile seconds.
+* ``aoti-run``: a fresh process: package load seconds (no compilation), ``verify`` against the fp32 eager step
+  (3 draws, 0/3/1 keyframes), step time with 0 and 3 keyframes, peak GPU memory.
+* ``compile``: eager step time; ``--backend compile`` with CUDA graphs: first call (compilation + capture), step
+  time with 0 and 3 keyframes; VAE decode of 4 frames alone: eager, inductor default, max-autotune; the TAESD
+  decoder: eager and compiled step time.
+* ``compile-warm``: a fresh process on the same compile cache: seconds from start to the first window's output.
+
+Times are CUDA-event medians after warm-up (host timers on the CPU, for smoke tests at tiny size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+T_START = time.perf_counter()
+log = logging.getLogger("benchmarks.engine_gpu")
+
+
+def timed(fn, warmup: int = 3, iters: int = 15) -> dict:
+    """Median / min ms per call of ``fn`` after ``warmup`` calls."""
+    cuda = torch.cuda.is_available()
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - t0))
+    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2), "iters": iters}
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Stage:
+    def __init__(self, args: argparse.Namespace) -> None:
+        from personalive.config import load_config
+        from personalive.environment import torch_dtype
+
+        self.args = args
+        self.device = torch.device(args.device)
+        self.dtype = torch_dtype(args.dtype)
+        size = 512 if args.size == "full" else 64
+        extra = {
+            "model.weights_dir": str(args.weights),
+            "model.dtype": args.dtype,
+            "generation.height": size,
+            "generation.width": size,
+            "runtime.device": args.device,
+        }
+        self.config = load_config(None, [], extra)
+        self.taesd_config = load_config(None, [], {**extra, "model.decoder": "taesd"})
+        self.out = args.out / f"engine-{args.stage}.json"
+        self.rows: list[dict] = []
+
+    def record(self, **row) -> None:
+        row["t_since_start_s"] = round(time.perf_counter() - T_START, 1)
+        log.info("%s", row)
+        self.rows.append(row)
+        self.args.out.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps({"facts": facts(self.device), "rows": self.rows}, indent=1))
+
+    def models(self, dtype: torch.dtype | None = None):
+        from personalive.weights import load_models
+
+        t0 = time.perf_counter()
+        models = load_models(self.args.weights, dtype or self.dtype, self.device)
+        self.record(what="load models", dtype=str(dtype or self.dtype), seconds=round(time.perf_counter() - t0, 1))
+        return models
+
+    def inputs(self, models, keyframes: int):
+        from personalive.pipeline.window import example_window_inputs
+
+        g = torch.Generator(self.device).manual_seed(keyframes)
+        return example_window_inputs(
+            models, self.config, self.device, self.dtype, num_keyframes=keyframes, generator=g
+        )
+
+
+def facts(device: torch.device) -> dict:
+    out = {"torch": torch.__version__, "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d %H:%M UTC")}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        out.update(gpu=props.name, cc=f"{props.major}.{props.minor}")
+    return out
+
+
+def package_path(args: argparse.Namespace) -> Path:
+    return args.work / f"window_step-{args.size}-{args.dtype}.pt2"
+
+
+# ------------------------------------------------------------------------------------------------------ stages
+def stage_init(s: Stage) -> None:
+    from personalive.models.taesd import write_random_taesd
+    from personalive.weights import init_random_weights
+
+    t0 = time.perf_counter()
+    if not (s.args.weights / "personalive" / "denoising_unet.pth").is_file():
+        init_random_weights(s.args.weights, size=s.args.size, seed=0)
+    if not (s.args.weights / "taesd" / "config.json").is_file():
+        write_random_taesd(s.args.weights / "taesd", size=s.args.size, seed=0)
+    s.record(what="init weights", seconds=round(time.perf_counter() - t0, 1))
+
+
+def stage_aoti_build(s: Stage) -> None:
+    """``build-engine --format aoti`` (the product's code path), max 3 keyframes."""
+    from personalive.backends import artifacts
+    from personalive.engines import build_engine
+
+    t0 = time.perf_counter()
+    path = build_engine(s.config, out=package_path(s.args), max_keyframes=3, engine_format="aoti")
+    extra = artifacts.read_sidecar(path).extra
+    s.record(what="aoti build-engine", seconds=round(time.perf_counter() - t0, 1), **extra)
+
+
+def stage_aoti_run(s: Stage) -> None:
+    """verify-engine on the package (the product's code path), then load time and step time of --backend aoti."""
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import AOTIStep
+    from personalive.engines import verify_engine
+
+    path = package_path(s.args)
+    t0 = time.perf_counter()
+    try:
+        result = verify_engine(s.config, path, artifacts.read_sidecar(path), draws=3)
+        s.record(
+            what="aoti verify-engine",
+            passed=True,
+            keyframes=result.keyframes,
+            lines=result.lines(),
+            seconds=round(time.perf_counter() - t0, 1),
+        )
+    except Exception as exc:  # noqa: BLE001 - record and go on to the timing
+        s.record(what="aoti verify-engine", passed=False, error=str(exc), seconds=round(time.perf_counter() - t0, 1))
+    models = s.models()
+    t0 = time.perf_counter()
+    step = AOTIStep.from_models(models, s.config, s.device, engine=path)
+    sync()
+    s.record(
+        what="aoti load (sidecar checks, package load, weights bound)", seconds=round(time.perf_counter() - t0, 2)
+    )
+    _step_rows(s, "aoti", step, models)
+
+
+def _step_rows(s: Stage, name: str, step, models, keyframes=(0, 3)) -> None:
+    for k in keyframes:
+        inputs = s.inputs(models, k)
+        t0 = time.perf_counter()
+        step(inputs)
+        sync()
+        first = time.perf_counter() - t0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats(s.device)
+        row = timed(lambda inputs=inputs: step(inputs))
+        peak = torch.cuda.max_memory_allocated(s.device) / 2**30 if torch.cuda.is_available() else None
+        s.record(
+            what=f"{name} step",
+            keyframes=k,
+            first_call_s=round(first, 1),
+            **row,
+            fps=round(4000 / row["median_ms"], 1),
+            peak_gib=peak,
+        )
+
+
+def stage_compile(s: Stage) -> None:
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.backends.eager import EagerWindowStep
+
+    models = s.models()
+    _step_rows(s, "eager", EagerWindowStep.from_models(models, s.config, s.device), models)
+    step = CompiledWindowStep.from_models(models, s.config, s.device)
+    r = s.config.runtime
+    _step_rows(s, f"compile+graphs(unet={r.compile_unet_mode},vae={r.compile_vae_mode})", step, models)
+    _vae_rows(s, models)
+    _taesd_rows(s, models)
+
+
+def _vae_rows(s: Stage, models) -> None:
+    """The VAE decode of one window alone: eager, inductor default, max-autotune-no-cudagraphs."""
+    from personalive.pipeline.window import build_window_module
+
+    module = build_window_module(models, s.config).eval()
+    latents = torch.randn(
+        1, 4, 4, s.config.generation.height // 8, s.config.generation.width // 8, device=s.device, dtype=s.dtype
+    )
+    for mode in ("eager", "default", "max-autotune-no-cudagraphs"):
+        fn = (
+            module.decode
+            if mode == "eager"
+            else torch.compile(module.decode, mode=None if mode == "default" else mode)
+        )
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            fn(latents)
+            sync()
+            first = time.perf_counter() - t0
+            row = timed(lambda fn=fn: fn(latents))
+        s.record(what="vae decode 4 frames", mode=mode, first_call_s=round(first, 1), **row)
+
+
+def _taesd_rows(s: Stage, models) -> None:
+    """``--set model.decoder=taesd``: the step decodes with TAESD (the reference is still encoded by the KL VAE)."""
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.backends.eager import EagerWindowStep
+
+    eager = EagerWindowStep.from_models(models, s.taesd_config, s.device)
+    _step_rows(s, "eager+taesd", eager, models, keyframes=(0,))
+    step = CompiledWindowStep.from_models(models, s.taesd_config, s.device)
+    _step_rows(s, "compile+graphs+taesd", step, models)
+
+
+def stage_compile_warm(s: Stage) -> None:
+    from personalive.backends.compiled import CompiledWindowStep
+
+    models = s.models()
+    inputs = s.inputs(models, 0)
+    t0 = time.perf_counter()
+    step = CompiledWindowStep.from_models(models, s.config, s.device)
+    step(inputs)
+    sync()
+    s.record(
+        what="compile warm start (first window, cache from the compile stage)",
+        seconds=round(time.perf_counter() - t0, 1),
+        process_s=round(time.perf_counter() - T_START, 1),
+    )
+
+
+STAGES = {
+    "init": stage_init,
+    "aoti-build": stage_aoti_build,
+    "aoti-run": stage_aoti_run,
+    "compile": stage_compile,
+    "compile-warm": stage_compile_warm,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=sorted(STAGES))
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/engine-work"))
+    parser.add_argument("--size", choices=("full", "tiny"), default="full")
+    parser.add_argument("--dtype", default="fp16")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+    STAGES[args.stage](Stage(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""`personalive bench` on the CPU with tiny random weights: every measurement runs and the JSON holds its numbers."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from personalive.cli import app
+
+
+def test_bench_tiny_on_cpu_writes_every_measurement(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--random", "tiny", "--device", "cpu", "--keyframes", "0,1", "--iters", "1", "--warmup", "0"]
+    args += ["--frames", "2", "--video-frames", "2", "--video-size", "64x48", "--json", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["dtype"] == "fp32" and report["versions"]["torch"]
+    assert report["load"]["source"] == "random tiny" and report["load"]["seconds"] > 0
+    assert [row["keyframes"] for row in report["step"]] == [0, 1]
+    for row in report["step"]:
+        assert row["iters"] == 1 and 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+        assert row["step_fps"] == round(1000 * report["window"] / row["median_ms"], 2)
+    stream = report["stream"]
+    assert stream["frames"] == 2 and stream["windows"] == 4  # 1 window of frames + 3 to flush
+    assert 0 < stream["first_frame_s"] <= stream["seconds"] and stream["fps"] > 0
+    assert stream["stages_s"]["denoising"] > 0
+    video = report["video"]
+    assert video["frames"] == 2 and video["input"] == "64x48 30000/1001 fps, audio True"
+    assert video["seconds"] > 0 and {"decode", "encode", "denoising"} <= set(video["stages_s"])
+    assert report["peak_host_gib"] > 0
+
+
+def test_bench_refuses_both_weights_and_random(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--random", "huge"])
+    assert result.exit_code == 2 and "--random 'huge': expected one of full, tiny" in result.output
