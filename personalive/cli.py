@@ -90,6 +90,8 @@ weights_app = typer.Typer(help="Download, check or generate weights in the offic
 app.add_typer(weights_app, name="weights", no_args_is_help=True)
 config_app = typer.Typer(help="Show the configuration a run would use.")
 app.add_typer(config_app, name="config", no_args_is_help=True)
+motion_app = typer.Typer(help="Motion templates: a driving video's motion extracted once, reused for any reference.")
+app.add_typer(motion_app, name="motion", no_args_is_help=True)
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -241,18 +243,41 @@ def animate(
     audio: AudioOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
     report: ReportOpt = None,
+    paste_back: Annotated[
+        bool, typer.Option("--paste-back", help="Paste the face back into the whole photo.")
+    ] = False,
+    compare: Annotated[Path | None, typer.Option("--compare", help="Also write ref | driving | output here.")] = None,
 ) -> None:
-    """Animate REF with the motion of DRIVE and write an H.264 video at DRIVE's frame rate, with its audio."""
+    """Animate REF with the motion of DRIVE (a video or a .motion template) at DRIVE's frame rate, with its audio."""
     from personalive import jobs
 
     options = _run_options(weights, device, dtype, backend, engine, max_frames, seed, audio)
+    options["media.paste_back"] = True if paste_back else None
     cfg = _config(config, set_, options)
-    jobs.animate(cfg, ref, drive, out, overwrite=overwrite, report=report, progress=_progress_bar())
+    jobs.animate(cfg, ref, drive, out, overwrite=overwrite, report=report, progress=_progress_bar(), compare=compare)
+
+
+@motion_app.command("extract")
+def motion_extract(
+    drive: Annotated[Path, typer.Argument(help="Driving video.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Template to write (.motion: safetensors + JSON header).")],
+    weights: WeightsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing template.")] = False,
+) -> None:
+    """Extract DRIVE's motion (keypoints, face crops) once; `animate --drive OUT` reuses it for any reference."""
+    from personalive import jobs
+
+    cfg = _config(config, set_, _run_options(weights, device, dtype, None, None, None, None, None))
+    jobs.motion_extract(cfg, drive, out, overwrite=overwrite)
 
 
 @app.command()
 def batch(
-    manifest: Annotated[Path, typer.Argument(help="YAML (jobs: [{ref, drive, out, set}]) or CSV (ref,drive,out).")],
+    manifest: Annotated[Path, typer.Argument(help="YAML (jobs: [{ref, drive, out, compare, set}]) or CSV.")],
     report: ReportOpt = None,
     shard: Annotated[
         str | None, typer.Option("--shard", help="I/N: take every N-th job starting at I (0-based).")

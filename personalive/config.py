@@ -66,6 +66,25 @@ CompileMode = Choice("CompileMode", {"default": "default", "max_autotune": "max_
 Backend = Choice("Backend", {name: name for name in BACKENDS})
 
 
+class FaceCrop(Choice):
+    auto = "auto"  # landmarks with the personalive[faces] extra, else keypoints
+    landmarks = "landmarks"  # upstream's offline crop_face (FaceMesh landmark box x 1.1)
+    keypoints = "keypoints"  # the motion extractor's keypoint box (upstream's online path)
+
+
+class DrivingCrop(Choice):
+    auto = "auto"  # face with the extra and a face found, else none
+    face = "face"  # a tracked square about the face
+    center = "center"  # the largest centred square
+    none = "none"  # the whole frame by media.crop
+
+
+class ReferenceCrop(Choice):
+    auto = "auto"  # face with the extra and a face found, else center
+    face = "face"  # the square about the face; an error when none is found
+    center = "center"  # by media.crop
+
+
 def default_weights_dir() -> str:
     return os.environ.get("PERSONALIVE_WEIGHTS", "./pretrained_weights")
 
@@ -113,6 +132,8 @@ class GenerationConfig:
     translation_scale: float = 0.5
     use_reference_scale: bool = True
     min_face_box: int = 64  # smallest face crop side in pixels at the model resolution (no-face frames)
+    # temporal filter on the driving keypoints: Gaussian sigma in frames, with look-ahead; 0 = off (bit-identical)
+    smoothing: float = 0.0
 
 
 @dataclass
@@ -133,6 +154,11 @@ class MediaConfig:
     """Input preprocessing and the output encoder."""
 
     crop: CropMode = CropMode.center  # how non-square frames and references become square
+    # face finding (the personalive[faces] extra; without it `auto` keeps the behaviour before face finding)
+    face_crop: FaceCrop = FaceCrop.auto  # the motion encoder's face image
+    driving_crop: DrivingCrop = DrivingCrop.auto  # how driving frames become the model's square
+    reference_crop: ReferenceCrop = ReferenceCrop.auto  # how the reference photo becomes the model's square
+    paste_back: bool = False  # paste each generated square back into the full reference photo
     codec: str = "libx264"
     pix_fmt: str = "yuv420p"
     crf: int = 18
@@ -171,6 +197,10 @@ class RunConfig:
             raise ConfigError(
                 f"scheduler.prediction_type={self.scheduler.prediction_type!r}: PersonaLive predicts noise; "
                 "use 'epsilon'"
+            )
+        if not 0 <= generation.smoothing <= 50:
+            raise ConfigError(
+                f"generation.smoothing={generation.smoothing}: must be a sigma in frames between 0 (off) and 50"
             )
         if generation.max_keyframes < 0:
             raise ConfigError(f"generation.max_keyframes={generation.max_keyframes}: must be >= 0")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,26 +90,18 @@ class ModelCache:
             self._animators[key] = self._build(config)
         return self._animators[key]
 
-    def reference(self, animator: Any, ref: Path, config: RunConfig, device) -> tuple[Any, bool]:
+    def reference(self, animator: Any, ref: Path, config: RunConfig, ref_input: Any) -> tuple[Any, bool]:
         """The fused reference state, reused when the last job had the same reference and settings."""
-        from personalive.media.reference import load_reference
-        from personalive.media.resize import fit_to_model
-
         stat = ref.stat()
-        generation = config.generation
-        key = (
-            str(ref.resolve()),
-            stat.st_mtime_ns,
-            stat.st_size,
-            config.media.crop,
-            generation.height,
-            generation.width,
-            id(animator),
-        )
+        generation, media = config.generation, config.media
+        key = (str(ref.resolve()), stat.st_mtime_ns, stat.st_size, media.crop, media.reference_crop, media.face_crop)
+        key += (generation.height, generation.width, id(animator))
         if self._last_ref is not None and self._last_ref[0] == key:
             return self._last_ref[1], True
-        image = fit_to_model(load_reference(ref), generation.height, generation.width, config.media.crop, device)
-        state = animator.fuse_reference(image)
+        if ref_input.face is None:
+            state = animator.fuse_reference(ref_input.image)
+        else:
+            state = animator.fuse_reference(ref_input.image, ref_input.face)
         self.fusions += 1
         self._last_ref = (key, state)
         return state, False
@@ -140,47 +132,50 @@ def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], An
 def run_job(
     job: Job, config: RunConfig, models: ModelCache, device, *, overwrite: bool, progress: Progress
 ) -> dict[str, Any]:
-    """Check inputs, animate, write ``job.out`` atomically; return the job's report entry."""
-    from personalive.media.reference import load_reference
+    """Check inputs, animate, write ``job.out`` (and ``job.compare``) atomically; return the job's report entry."""
     from personalive.media.sink import check_output_path
-    from personalive.media.source import VideoSource, check_input_file
+    from personalive.media.source import check_input_file
+    from personalive.realworld import load_reference_input
 
     t_start = time.perf_counter()
-    # 1. inputs and output, before any model loads
+    # 1. inputs and outputs, before any model loads (the face passes run here too: they need no model)
     inputs = {"driving video": job.drive, "reference image": job.ref}
     check_output_path(job.out, overwrite, inputs)
+    if job.compare is not None:
+        check_output_path(job.compare, overwrite, inputs)
     check_input_file(job.ref, "reference image")
-    load_reference(job.ref)  # decodes it: a bad reference fails here, not after loading models
-    with VideoSource(job.drive, max_frames=config.media.max_frames) as source:
+    ref_input = load_reference_input(job.ref, config, device)  # a bad reference fails here, not after loading
+    with _open_driving(job, config) as driving:
         # 2. models (loaded once per process) and the fused reference (reused for the same reference)
         animator = models.animator(config)
         before = stage_times(animator)
         t_ref = time.perf_counter()
-        ref_state, reused = models.reference(animator, job.ref, config, device)
+        ref_state, reused = models.reference(animator, job.ref, config, ref_input)
         ref_seconds = time.perf_counter() - t_ref
         _reset_peak_gpu_memory(device)
-        # 3. stream: decode -> model input -> animate -> encode
-        run = _stream(job, config, animator, ref_state, source, device, overwrite, progress)
+        # 3. the keypoint-smoothing pass (when on), then stream: decode -> model input -> animate -> encode
+        driving.prepare(animator, config, device, compare=job.compare is not None)
+        run = _stream(job, config, animator, ref_state, ref_input, driving, device, overwrite, progress)
     after = stage_times(animator)
     stages = {k: round(after[k] - before[k], 4) for k in after}
     timings = {"decode": round(run["decode"], 4), **stages, "encode": round(run["encode"], 4)}
     timings["reference"] = round(ref_seconds, 4)
-    info, sink, frames_out = source.info, run["sink"], run["sink"].frames_written
-    generation = config.generation
+    info, sink, frames_out = driving.info, run["sink"], run["sink"].frames_written
     return {
         "ref": str(job.ref),
         "drive": str(job.drive),
         "out": str(job.out),
+        "compare": str(job.compare) if job.compare is not None else None,
         "status": "done",
         "error": None,
         "frames": frames_out,
-        "input_frame_rate": str(info.rate),
+        "input_frame_rate": str(info["rate"]),
         "output_frame_rate": str(sink.rate),
-        "input_frame_rate_fps": float(info.rate),
-        "input_frames_expected": info.frames,
-        "input_size": [info.width, info.height],
-        "output_size": [generation.width, generation.height],
-        "truncated_input": source.stopped_early,
+        "input_frame_rate_fps": float(info["rate"]),
+        "input_frames_expected": info["frames"],
+        "input_size": info["size"],
+        "output_size": [sink.width, sink.height],
+        "truncated_input": driving.truncated,
         "audio": run["audio"],
         "audio_seconds": round(sink.audio_seconds, 4),
         "seconds": round(time.perf_counter() - t_start, 4),
@@ -188,85 +183,83 @@ def run_job(
         "timings": timings,
         "reference_reused": reused,
         "keyframes_added": animator.stats.keyframes_added,
-        "seed": generation.seed,
+        "seed": config.generation.seed,
         "peak_gpu_memory_mib": _peak_gpu_mib(device),
+        "faces": {**driving.faces_report(), "warnings": ref_input.warnings + driving.warnings},
     }
 
 
-def _stream(job: Job, config: RunConfig, animator, ref_state, source, device, overwrite, progress) -> dict[str, Any]:
-    """Decode, animate and encode every frame into ``job.out``; returns the sink, audio flag and seconds spent."""
+def _open_driving(job: Job, config: RunConfig):
+    """The driving side of a job: a video (probed, face-planned) or a motion template."""
+    from personalive.errors import ConfigError
+    from personalive.motion import is_motion_file
+    from personalive.realworld import TemplateDriving, VideoDriving
+
+    if is_motion_file(job.drive):
+        if job.compare is not None:
+            raise ConfigError(f"{job.drive}: --compare needs the driving video, not a motion template")
+        return TemplateDriving(job.drive, config)
+    return VideoDriving(job.drive, config)
+
+
+def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving, device, overwrite, progress) -> dict:
+    """Animate every driving frame into ``job.out`` (and ``job.compare``); returns the sink, audio, seconds."""
+    import contextlib
+
     import torch
 
-    from personalive.media.background import BackgroundWriter, prefetch
-    from personalive.media.resize import fit_to_model
+    from personalive.media.background import BackgroundWriter
     from personalive.media.sink import VideoSink
+    from personalive.realworld import Outputs
 
-    generation, media, info = config.generation, config.media, source.info
-    audio = media.audio and info.has_audio
-    if media.audio and not info.has_audio:
-        log.debug("%s: no audio stream; the output is silent", job.drive)
-    clock = {"decode": 0.0, "encode": 0.0}  # decode: the main thread's wait for frames; encode: the writer's time
-
-    def frames() -> Iterator[torch.Tensor]:
-        # decoded on a background thread (PyAV releases the GIL in FFmpeg), DECODE_AHEAD frames ahead at most
-        decoded = prefetch(source, maxsize=DECODE_AHEAD)
-        try:
-            while True:
-                t = time.perf_counter()
-                rgb = next(decoded, None)
-                if rgb is None:
-                    return
-                frame = fit_to_model(rgb, generation.height, generation.width, media.crop, device)
-                clock["decode"] += time.perf_counter() - t
-                yield frame
-        finally:
-            decoded.close()  # stops and joins the decode thread
-
-    def write(frame: torch.Tensor) -> None:
-        t = time.perf_counter()
-        sink.write(frame)
-        clock["encode"] += time.perf_counter() - t
-
+    generation, media = config.generation, config.media
+    outputs = Outputs(config, ref_input, media.paste_back, driving.compare_size(job), driving.preparer)
+    audio_from, audio_start = driving.audio(media.audio)
+    rate, clock = driving.info["rate"], {"decode": 0.0, "encode": 0.0}  # encode: the writer thread's time
+    options = {"codec": media.codec, "pix_fmt": media.pix_fmt, "crf": media.crf, "preset": media.preset}
+    options |= {"audio_from": audio_from, "audio_start": audio_start, "overwrite": overwrite}
+    options["inputs"] = {"driving video": job.drive, "reference image": job.ref}
     generator = torch.Generator(device).manual_seed(generation.seed)
-    sink = VideoSink(
-        job.out,
-        info.rate,
-        generation.width,
-        generation.height,
-        codec=media.codec,
-        pix_fmt=media.pix_fmt,
-        crf=media.crf,
-        preset=media.preset,
-        audio_from=job.drive if audio else None,
-        audio_start=info.start,
-        overwrite=overwrite,
-        inputs={"driving video": job.drive, "reference image": job.ref},
-    )
-    driving = frames()
-    with sink:
-        progress.start(job.out.name, source.expected_frames)
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(VideoSink(job.out, rate, outputs.size[1], outputs.size[0], **options))
+        compare = None
+        if outputs.layout is not None:
+            compare_size = (outputs.layout.total_width, generation.height)
+            compare = stack.enter_context(VideoSink(job.compare, rate, *compare_size, **options))
+
+        def write(frames: tuple) -> None:
+            t = time.perf_counter()
+            sink.write(frames[0])
+            if compare is not None:
+                compare.write(frames[1])
+            clock["encode"] += time.perf_counter() - t
+
+        progress.start(job.out.name, driving.expected_frames)
+        generated = driving.generate(animator, ref_state, generator, outputs, clock, DECODE_AHEAD)
         try:
             t_loop = time.perf_counter()
             # encoded on a background thread, so the window loop queues the next window while frames are encoded;
-            # leaving this block on an error drops what is queued, and the sink then removes its partial file
+            # leaving this block on an error drops what is queued, and the sinks then remove their partial files
             with BackgroundWriter(write, maxsize=ENCODE_QUEUE) as writer:
-                for frame in animator.animate(ref_state, driving, generator=generator):
-                    writer.put(frame)
+                for square in generated:
+                    writer.put((outputs.frame(square), outputs.compare_frame(square) if compare else None))
                     progress.update(sink.frames_written)
                 writer.close()
-            if sink.frames_written != source.frames_read:
+            if sink.frames_written != driving.frames_read:
                 raise PersonaLiveError(
                     f"{job.out}: the pipeline returned {sink.frames_written} frames for "
-                    f"{source.frames_read} driving frames"
+                    f"{driving.frames_read} driving frames"
                 )
             t = time.perf_counter()
-            sink.close()
+            for opened in (compare, sink):
+                if opened is not None:
+                    opened.close()
             clock["encode"] += time.perf_counter() - t
             loop_seconds = time.perf_counter() - t_loop
         finally:
-            driving.close()  # the decode thread stops before the source closes, also on an error or Ctrl-C
+            generated.close()  # the decode thread stops before the source closes, also on an error or Ctrl-C
             progress.finish()
-    return {**clock, "sink": sink, "audio": audio, "loop": loop_seconds}
+    return {**clock, "sink": sink, "audio": audio_from is not None, "loop": loop_seconds}
 
 
 def stage_times(animator: Any) -> dict[str, float]:
@@ -353,6 +346,7 @@ def animate(
     overwrite: bool = False,
     report: Path | None = None,
     progress: Progress | None = None,
+    compare: Path | None = None,
 ) -> dict[str, Any]:
     """`personalive animate`: one job. Returns the report (also written to ``report`` if given)."""
     from personalive.media.outputs import check_report_path
@@ -362,6 +356,7 @@ def animate(
     device, dtype = resolve_environment(config)
     ref, drive = Path(ref), Path(drive)
     job = Job(ref=ref, drive=drive, out=Path(out) if out is not None else Path.cwd() / default_output_name(ref, drive))
+    job.compare = Path(compare) if compare is not None else None
     with terminate_as_interrupt():
         models = ModelCache(config, device, dtype)
         entry = run_job(job, config, models, device, overwrite=overwrite, progress=progress or LogProgress())
@@ -376,3 +371,26 @@ def animate(
     )
     write_report(report, result)
     return result
+
+
+def motion_extract(config: RunConfig, drive: Path, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """`personalive motion extract`: write DRIVE's prepared motion as a template (inputs checked first)."""
+    from personalive.errors import ConfigError, OutputError
+    from personalive.media.source import check_input_file
+    from personalive.realworld import extract_motion
+    from personalive.weights import weights_hash
+
+    device, dtype = resolve_environment(config)
+    out, drive = Path(out), Path(drive)
+    if out.suffix != ".motion":
+        raise ConfigError(f"{out}: a motion template's name must end in .motion")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out}: output exists (pass --overwrite to replace it)")
+    if not out.parent.is_dir():
+        raise OutputError(f"{out}: the folder {out.parent} does not exist")
+    check_input_file(drive, "driving video")
+    with terminate_as_interrupt():
+        animator = ModelCache(config, device, dtype).animator(config)
+        meta = extract_motion(drive, out, config, animator, weights_hash(config.model.weights_dir))
+    log.info("wrote %s: %d frames at %s fps", out, meta["frames"], meta["rate"])
+    return meta

@@ -1,4 +1,4 @@
-"""Batch manifests: YAML (``jobs: [{ref, drive, out, set}]``) or CSV (``ref,drive,out``).
+"""Batch manifests: YAML (``jobs: [{ref, drive, out, compare, set}]``) or CSV (``ref,drive,out,compare``).
 
 Relative paths are relative to the manifest's directory. ``out`` may be omitted: the output is then
 ``<ref-stem>_<drive-stem>.mp4`` beside the manifest. ``set`` (YAML only) is a mapping of config keys
@@ -23,7 +23,7 @@ from personalive.config import flatten_keys, parse_override
 from personalive.errors import InputError
 from personalive.media.outputs import shown
 
-COLUMNS = ("ref", "drive", "out")
+COLUMNS = ("ref", "drive", "out", "compare")
 REQUIRED = ("ref", "drive")
 
 
@@ -36,6 +36,7 @@ class Job:
     out: Path
     overrides: dict[str, Any] = field(default_factory=dict)  # flat config keys from a manifest's `set:`
     index: int = 0  # position in the manifest, 0-based
+    compare: Path | None = None  # also write the comparison video (reference | driving | output) here
 
 
 def default_output_name(ref: Path, drive: Path) -> str:
@@ -110,7 +111,9 @@ def _read_yaml(path: Path, text: str) -> list[dict]:
             raise InputError(f"{path}: job {i} is not a mapping with ref, drive, out")
         unknown = set(job) - {*COLUMNS, "set"}
         if unknown:
-            raise InputError(f"{path}: job {i} has unknown keys {sorted(unknown)} (expected ref, drive, out, set)")
+            raise InputError(
+                f"{path}: job {i} has unknown keys {sorted(unknown)} (expected ref, drive, out, compare, set)"
+            )
     return jobs
 
 
@@ -122,12 +125,14 @@ def _read_csv(path: Path, text: str) -> list[dict]:
     if set(header) & set(COLUMNS):  # a header: recognised by its names, whatever columns it has
         unknown = sorted(set(header) - set(COLUMNS))
         if unknown:
-            raise InputError(f"{path}: unknown CSV columns {unknown} in the header (expected ref, drive, out)")
+            raise InputError(
+                f"{path}: unknown CSV columns {unknown} in the header (expected ref, drive, out, compare)"
+            )
         missing = [name for name in REQUIRED if name not in header]
         if missing:
             raise InputError(
                 f"{path}: the CSV header {','.join(header)} has no {' or '.join(missing)} column "
-                "(columns: ref, drive and optionally out, in any order)"
+                "(columns: ref, drive and optionally out, compare, in any order)"
             )
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
@@ -138,7 +143,7 @@ def _read_csv(path: Path, text: str) -> list[dict]:
     out = []
     for line, row in enumerate(rows, start=2 if names is header else 1):
         if len(row) > len(names) or len(row) < 2:
-            raise InputError(f"{path}: CSV row {line} has {len(row)} columns (expected ref,drive[,out])")
+            raise InputError(f"{path}: CSV row {line} has {len(row)} columns (expected ref,drive[,out[,compare]])")
         out.append({name: cell.strip() for name, cell in zip(names, row, strict=False) if cell.strip()})
     return out
 
@@ -155,7 +160,9 @@ def _job(manifest: Path, index: int, row: dict) -> Job:
 
     ref, drive = resolve(row["ref"]), resolve(row["drive"])
     out = resolve(row["out"]) if row.get("out") else base / default_output_name(ref, drive)
-    return Job(ref=ref, drive=drive, out=out, overrides=_overrides(manifest, index, row.get("set")), index=index)
+    job = Job(ref=ref, drive=drive, out=out, overrides=_overrides(manifest, index, row.get("set")), index=index)
+    job.compare = resolve(row["compare"]) if row.get("compare") else None
+    return job
 
 
 def _overrides(manifest: Path, index: int, value: Any) -> dict[str, Any]:

@@ -21,10 +21,17 @@ def _cuda() -> bool:
         return False
 
 
+def _faces() -> bool:
+    from personalive.faces.finder import faces_available
+
+    return faces_available()
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = _cuda()
     has_trt = importlib.util.find_spec("tensorrt") is not None
     run_slow = os.environ.get("PERSONALIVE_RUN_SLOW") == "1"
+    has_faces = _faces()
     for item in items:
         if "slow" in item.keywords and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow test: set PERSONALIVE_RUN_SLOW=1 to run it"))
@@ -32,6 +39,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none visible"))
         if "tensorrt" in item.keywords and not (has_trt and has_cuda):
             item.add_marker(pytest.mark.skip(reason="needs the tensorrt package and a CUDA GPU"))
+        if item.get_closest_marker("faces") and not has_faces:
+            item.add_marker(pytest.mark.skip(reason="needs the face finder: pip install 'personalive[faces]'"))
         if "oracle" in item.keywords and not ORACLE_TINY.is_dir():
             item.add_marker(pytest.mark.skip(reason="no upstream oracle bundle in .oracle/out/oracle-tiny"))
 

@@ -181,8 +181,8 @@ def test_bad_manifests(tmp_path):
     (tmp_path / "m.yaml").write_text("jobs:\n  - {ref: a.png, drive: d.mp4, output: x}\n")
     with pytest.raises(InputError, match="unknown keys"):
         read_manifest(tmp_path / "m.yaml")
-    (tmp_path / "m.csv").write_text("a,b,c,d\n")
-    with pytest.raises(InputError, match="CSV row 1 has 4 columns"):
+    (tmp_path / "m.csv").write_text("a,b,c,d,e\n")
+    with pytest.raises(InputError, match="CSV row 1 has 5 columns"):
         read_manifest(tmp_path / "m.csv")
     with pytest.raises(ConfigError, match="cannot change per job"):
         batch.check_job_overrides({"generation.height": 256}, "job 0")

@@ -123,9 +123,15 @@ class Animator:
         return self.stats.keyframes_added
 
     # ------------------------------------------------------------------------------------------ reference
-    def fuse_reference(self, image: torch.Tensor) -> ReferenceState:
-        """(H, W, 3) uint8 square reference on any device -> its :class:`ReferenceState`."""
+    def fuse_reference(self, image: torch.Tensor, face: torch.Tensor | None = None) -> ReferenceState:
+        """(H, W, 3) uint8 square reference on any device -> its :class:`ReferenceState`.
+
+        ``face``: the motion encoder's (1, 3, 224, 224) face image in [-1, 1] (a landmark patch); None = the
+        crop of the keypoints' face box.
+        """
         pixels = reference_pixels(image, self.gen.height, self.gen.width, self.device)
+        if face is not None:
+            pixels.face = face.to(self.device)
         return fuse_reference(self.models, pixels, self.dtype, self.gen.min_face_box, self.step.project_reference)
 
     # ------------------------------------------------------------------------------------------ driving

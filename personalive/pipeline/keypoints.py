@@ -75,7 +75,18 @@ def pose_keypoints(
 
 
 def _angles(info: KeypointInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if "angles" in info:  # already degrees (a smoothed sequence: see pose_info)
+        angles = info["angles"]
+        return angles[:, 0], angles[:, 1], angles[:, 2]
     return head_pose_degrees(info["pitch"]), head_pose_degrees(info["yaw"]), head_pose_degrees(info["roll"])
+
+
+def pose_info(info: KeypointInfo) -> KeypointInfo:
+    """The detector output with the head-pose logits replaced by their angles: ``angles`` (B, 3) degrees
+    (pitch, yaw, roll), ``t``, ``scale``, ``kp``. Every function here accepts either form; this one is linear in
+    time, so a temporal filter can act on it (a filter on the 66-bin logits would not average the angles)."""
+    pitch, yaw, roll = _angles(info)
+    return {"angles": torch.stack([pitch, yaw, roll], dim=1), "t": info["t"], "scale": info["scale"], "kp": info["kp"]}
 
 
 def driving_keypoints(info: KeypointInfo) -> torch.Tensor:
