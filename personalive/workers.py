@@ -151,6 +151,9 @@ def _worker_main(conn: Connection, slot: Slot, config: RunConfig, overwrite: boo
         send(("fatal", exc))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass  # stopped, or the parent is gone: the job's sink has cleaned up
+    finally:
+        for signum in STOP_SIGNALS:  # only exiting is left: a stop signal must not interrupt the interpreter's exit
+            signal.signal(signum, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------------ the parent
@@ -246,6 +249,7 @@ class WorkerPool:
                 if message[0] == "log":
                     log.log(message[1], "[w%d %s] %s", worker.slot.index, worker.slot.label, message[2])
                 elif message[0] == "fatal":
+                    worker.job = None  # it exits by itself
                     raise message[1]
                 else:
                     keep_going = self._finished(worker, entries, *message[1:])
