@@ -118,11 +118,11 @@ def package_path(args: argparse.Namespace) -> Path:
 # ------------------------------------------------------------------------------------------------------ stages
 def stage_init(s: Stage) -> None:
     from personalive.models.taesd import write_random_taesd
-    from personalive.weights import init_random_weights
+    from personalive.random_weights import write_random_layout
 
     t0 = time.perf_counter()
     if not (s.args.weights / "personalive" / "denoising_unet.pth").is_file():
-        init_random_weights(s.args.weights, size=s.args.size, seed=0)
+        write_random_layout(s.args.weights, size=s.args.size, seed=0)
     if not (s.args.weights / "taesd" / "config.json").is_file():
         write_random_taesd(s.args.weights / "taesd", size=s.args.size, seed=0)
     s.record(what="init weights", seconds=round(time.perf_counter() - t0, 1))
