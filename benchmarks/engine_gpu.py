@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ log = logging.getLogger("benchmarks.engine_gpu")
 
 
 def timed(fn, warmup: int = 3, iters: int = 15) -> dict:
-    """Median / min ms per call of ``fn`` after ``warmup`` calls."""
+    """Median / min ms per call of ``fn`` after ``warmup`` calls (``ITERS``/``WARMUP`` override, for smoke tests)."""
+    warmup, iters = int(os.environ.get("WARMUP", warmup)), int(os.environ.get("ITERS", iters))
     cuda = torch.cuda.is_available()
     for _ in range(warmup):
         fn()
