@@ -254,7 +254,25 @@ def stage_compile_warm(s: Stage) -> None:
     )
 
 
+def stage_lean(s: Stage) -> None:
+    """The rows a short call can afford: TAESD eager, compile + CUDA graphs (default modes) and with TAESD, k=0."""
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.backends.eager import EagerWindowStep
+    from personalive.config import load_config
+
+    models = s.models()
+    _step_rows(s, "eager+taesd", EagerWindowStep.from_models(models, s.taesd_config, s.device), models, (0,))
+    fast = load_config(None, ["runtime.compile_vae_mode=default"], {"model.weights_dir": str(s.args.weights)})
+    fast.model, fast.generation = s.config.model, s.config.generation
+    _step_rows(
+        s, "compile+graphs(default modes)", CompiledWindowStep.from_models(models, fast, s.device), models, (0,)
+    )
+    fast.model = s.taesd_config.model
+    _step_rows(s, "compile+graphs+taesd", CompiledWindowStep.from_models(models, fast, s.device), models, (0,))
+
+
 STAGES = {
+    "lean": stage_lean,
     "init": stage_init,
     "aoti-build": stage_aoti_build,
     "aoti-run": stage_aoti_run,
