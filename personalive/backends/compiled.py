@@ -73,10 +73,11 @@ class CompiledWindowStep(EagerWindowStep):
         cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
     ) -> CompiledWindowStep:
         r = config.runtime
+        gpu = torch.device(device).type == "cuda"  # max-autotune was measured to pay on GPUs only; CPUs: default
         return cls(
             build_window_module(models, config),
-            unet_mode=r.compile_unet_mode,
-            vae_mode=r.compile_vae_mode,
+            unet_mode=r.compile_unet_mode if gpu else "default",
+            vae_mode=r.compile_vae_mode if gpu else "default",
             cuda_graphs=r.cuda_graphs,
         )
 
