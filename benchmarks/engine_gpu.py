@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ log = logging.getLogger("benchmarks.engine_gpu")
 
 
 def timed(fn, warmup: int = 3, iters: int = 15) -> dict:
-    """Median / min ms per call of ``fn`` after ``warmup`` calls."""
+    """Median / min ms per call of ``fn`` after ``warmup`` calls (``ITERS``/``WARMUP`` override, for smoke tests)."""
+    warmup, iters = int(os.environ.get("WARMUP", warmup)), int(os.environ.get("ITERS", iters))
     cuda = torch.cuda.is_available()
     for _ in range(warmup):
         fn()
@@ -118,11 +120,11 @@ def package_path(args: argparse.Namespace) -> Path:
 # ------------------------------------------------------------------------------------------------------ stages
 def stage_init(s: Stage) -> None:
     from personalive.models.taesd import write_random_taesd
-    from personalive.weights import init_random_weights
+    from personalive.random_weights import write_random_layout
 
     t0 = time.perf_counter()
     if not (s.args.weights / "personalive" / "denoising_unet.pth").is_file():
-        init_random_weights(s.args.weights, size=s.args.size, seed=0)
+        write_random_layout(s.args.weights, size=s.args.size, seed=0)
     if not (s.args.weights / "taesd" / "config.json").is_file():
         write_random_taesd(s.args.weights / "taesd", size=s.args.size, seed=0)
     s.record(what="init weights", seconds=round(time.perf_counter() - t0, 1))
@@ -252,7 +254,25 @@ def stage_compile_warm(s: Stage) -> None:
     )
 
 
+def stage_lean(s: Stage) -> None:
+    """The rows a short call can afford: TAESD eager, compile + CUDA graphs (default modes) and with TAESD, k=0."""
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.backends.eager import EagerWindowStep
+    from personalive.config import load_config
+
+    models = s.models()
+    _step_rows(s, "eager+taesd", EagerWindowStep.from_models(models, s.taesd_config, s.device), models, (0,))
+    fast = load_config(None, ["runtime.compile_vae_mode=default"], {"model.weights_dir": str(s.args.weights)})
+    fast.model, fast.generation = s.config.model, s.config.generation
+    _step_rows(
+        s, "compile+graphs(default modes)", CompiledWindowStep.from_models(models, fast, s.device), models, (0,)
+    )
+    fast.model = s.taesd_config.model
+    _step_rows(s, "compile+graphs+taesd", CompiledWindowStep.from_models(models, fast, s.device), models, (0,))
+
+
 STAGES = {
+    "lean": stage_lean,
     "init": stage_init,
     "aoti-build": stage_aoti_build,
     "aoti-run": stage_aoti_run,

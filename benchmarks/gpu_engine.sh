@@ -13,7 +13,7 @@ if [ -d .whl ] && [ "${SKIP_WHEELS:-0}" = 0 ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-up .oracle/wheels/*.whl
 fi
 export PYTHONPATH=/tmp/site:$TREE PYTHONUNBUFFERED=1
-E="$PY -m benchmarks.engine_gpu --weights $W --out $OUT --size $SIZE --device $DEVICE"
+E="$PY -m benchmarks.engine_gpu --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16}"
 cd "$TREE" || exit 1
 log init; $E init 2>&1 | tail -n 3
 if [ "${SKIP_UPSTREAM:-0}" = 0 ]; then
@@ -24,10 +24,15 @@ if [ "${SKIP_UPSTREAM:-0}" = 0 ]; then
   rm -f "$OUT/upstream/windows.csv"  # at most 8 files come back
   tail -n 15 "$OUT/upstream.log"
 fi
-log aoti-build background; ($E aoti-build > "$OUT/aoti-build.log" 2>&1; echo "aoti-build rc=$?" >> "$OUT/aoti-build.log") &
-BUILD=$!
+if [ "${SKIP_AOTI:-0}" = 0 ]; then
+  log aoti-build background
+  ($E aoti-build > "$OUT/aoti-build.log" 2>&1; echo "aoti-build rc=$?" >> "$OUT/aoti-build.log") &
+  BUILD=$!
+fi
 log compile; $E compile 2>&1 | grep -v Warning | tail -n 25
-log waiting for aoti-build; wait $BUILD; tail -n 6 "$OUT/aoti-build.log"
-log aoti-run; $E aoti-run 2>&1 | grep -v Warning | tail -n 25
+if [ "${SKIP_AOTI:-0}" = 0 ]; then
+  log waiting for aoti-build; wait $BUILD; tail -n 6 "$OUT/aoti-build.log"
+  log aoti-run; $E aoti-run 2>&1 | grep -v Warning | tail -n 25
+fi
 log compile-warm; $E compile-warm 2>&1 | tail -n 4
 log done

@@ -2,7 +2,8 @@
 
 Compilation: the denoising UNet and the VAE decode are compiled separately, each in its own inductor mode
 (``runtime.compile_unet_mode`` / ``runtime.compile_vae_mode``: the decoder's convolutions gain from
-``max-autotune-no-cudagraphs``, the UNet's matmuls mostly go to cuBLAS either way; see benchmarks/RESULTS.md), the
+``max-autotune-no-cudagraphs`` in a probe on an H200, 67 -> 29 ms for 4 frames; the UNet's matmuls go to cuBLAS
+either way; the separate timing in benchmarks/engine_gpu.py did not run yet), the
 pose guider and motion encoder in the default mode. Only the reference features' token axis is dynamic (it grows
 by one reference image per history keyframe), so one compilation serves every keyframe count.
 
@@ -73,10 +74,11 @@ class CompiledWindowStep(EagerWindowStep):
         cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
     ) -> CompiledWindowStep:
         r = config.runtime
+        gpu = torch.device(device).type == "cuda"  # max-autotune: a GPU probe (VAE decode 67 -> 29 ms); CPU: default
         return cls(
             build_window_module(models, config),
-            unet_mode=r.compile_unet_mode,
-            vae_mode=r.compile_vae_mode,
+            unet_mode=r.compile_unet_mode if gpu else "default",
+            vae_mode=r.compile_vae_mode if gpu else "default",
             cuda_graphs=r.cuda_graphs,
         )
 

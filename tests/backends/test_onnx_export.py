@@ -31,8 +31,8 @@ def built(weights, tmp_path_factory):
 
     Without TensorRT this is the TensorRT-missing path: the ONNX is written, then exit 2."""
     engines = tmp_path_factory.mktemp("engines")
-    args = ["build-engine", "--weights", str(weights[0]), *SIZE, "--max-keyframes", "3", "--dtype", "fp32"]
-    args += ["--device", "cpu", "--set", f"runtime.engine_dir={engines}", "--format", "tensorrt"]
+    args = ["build-engine", "--format", "tensorrt", "--weights", str(weights[0]), *SIZE, "--max-keyframes", "3"]
+    args += ["--dtype", "fp32", "--device", "cpu", "--set", f"runtime.engine_dir={engines}"]
     if HAS_TRT:
         args.append("--onnx-only")
     result = CliRunner().invoke(app, args)
@@ -105,11 +105,25 @@ def test_verify_engine_fails_on_onnx_from_other_weights(built, weights):
     assert "outputs beyond tolerance 0.0001" in out and "frames" in out
 
 
+def test_verify_engine_refuses_a_check_that_cannot_fit_in_memory_before_loading_models(built, monkeypatch):
+    from personalive.backends import onnx_memory
+
+    _, onnx_path = built
+    monkeypatch.setattr(onnx_memory, "available_memory_bytes", lambda: 1 << 20)  # 1 MiB left
+    monkeypatch.setattr("personalive.weights.load_models", lambda *a, **k: pytest.fail("models loaded"))
+    result = CliRunner().invoke(app, ["verify-engine", str(onnx_path), "--device", "cpu"])
+    out = result.output.replace("\n", " ")
+    assert result.exit_code == 1, result.output
+    assert f"{onnx_path}: checking this graph on onnxruntime's CPU provider needs about" in out
+    assert "0.0 GiB is available" in out and "--height 64 --width 64" in out
+
+
 def test_verify_engine_rejects_other_file_kinds(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"")
     result = CliRunner().invoke(app, ["verify-engine", str(bad), "--device", "cpu"])
-    assert result.exit_code == 2 and "expected a .onnx (onnxruntime) or .engine (TensorRT) file" in result.output
+    out = result.output.replace("\n", " ")
+    assert result.exit_code == 2 and "expected a .onnx (onnxruntime), .engine (TensorRT) or .pt2 (AOTInductor)" in out
 
 
 def test_missing_engine_names_the_build_command(weights):
