@@ -105,13 +105,14 @@ def test_verify_engine_fails_on_onnx_from_other_weights(built, weights):
     assert "outputs beyond tolerance 0.0001" in out and "frames" in out
 
 
-def test_verify_engine_refuses_a_check_that_cannot_fit_in_memory_before_loading_models(built, monkeypatch):
+def test_verify_engine_refuses_a_check_that_cannot_fit_in_memory_before_loading_models(built, weights, monkeypatch):
     from personalive.backends import onnx_memory
 
     _, onnx_path = built
     monkeypatch.setattr(onnx_memory, "available_memory_bytes", lambda: 1 << 20)  # 1 MiB left
     monkeypatch.setattr("personalive.weights.load_models", lambda *a, **k: pytest.fail("models loaded"))
-    result = CliRunner().invoke(app, ["verify-engine", str(onnx_path), "--device", "cpu"])
+    args = ["verify-engine", str(onnx_path), "--weights", str(weights[0]), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
     out = result.output.replace("\n", " ")
     assert result.exit_code == 1, result.output
     assert f"{onnx_path}: checking this graph on onnxruntime's CPU provider needs about" in out
