@@ -4,7 +4,8 @@ inductor caches compiled graphs (FX graph cache), autotuning results and Triton 
 ``/tmp/torchinductor_<user>``, which is lost on reboot and shared with every other program. ``--backend compile``
 points it at ``<user cache folder>/personalive/compile`` (``$XDG_CACHE_HOME`` or ``~/.cache``), or at
 ``PERSONALIVE_CACHE_DIR/compile`` when that is set. A ``TORCHINDUCTOR_CACHE_DIR`` set by the user wins.
-``personalive info`` prints the folder in use.
+``personalive info`` prints the folder in use. inductor writes its own default back into that variable the first
+time it looks (even ``personalive info`` can trigger it), so a value equal to inductor's default counts as unset.
 """
 
 from __future__ import annotations
@@ -23,10 +24,19 @@ def user_cache_dir() -> Path:
     return Path(base).expanduser() / "personalive"
 
 
+def _inductor_default() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch layout: then any value counts as the user's
+        return None
+    return os.path.abspath(default_cache_dir())
+
+
 def compile_cache_dir() -> tuple[Path, str]:
     """(folder inductor uses for its caches, where that choice came from)."""
-    if os.environ.get(INDUCTOR_ENV):
-        return Path(os.environ[INDUCTOR_ENV]), INDUCTOR_ENV
+    value = os.environ.get(INDUCTOR_ENV)
+    if value and os.path.abspath(value) != _inductor_default():
+        return Path(value), INDUCTOR_ENV
     return user_cache_dir() / "compile", "personalive default"
 
 

@@ -30,6 +30,7 @@ def test_pytorch_backends_need_the_step_networks_tensorrt_only_the_reference_pro
     assert backend_class("eager").networks == backend_class("compile").networks == WINDOW_STEP_NETWORKS
     # the engine holds the step; the reference keys/values it takes come from the UNet's to_k/to_v layers alone
     assert backend_class("tensorrt").networks == ("reference_projections",)
+    assert backend_class("aoti").networks == WINDOW_STEP_NETWORKS  # its package holds no weights: they are bound
     assert "denoising_unet" not in PIPELINE_NETWORKS
 
 
