@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -202,7 +203,12 @@ def test_download_of_a_real_tiny_layout_passes_the_weights_check(tmp_path, oracl
 
     if not hasattr(weights, "check_layout"):
         pytest.skip("this build has no weights check yet")
-    source = oracle_dir / "pretrained_weights"
+    from personalive.models.taesd import write_random_taesd
+
+    source = tmp_path / "source"
+    shutil.copytree(oracle_dir / "pretrained_weights", source)
+    # the optional tiny decoder (model.decoder=taesd) is not part of upstream's release: our own random one
+    write_random_taesd(source / "taesd", "tiny", seed=0)
     cache = tmp_path / "hub"
     fill_hub_cache(cache, {hub: (source / target).read_bytes() for target, hub in LAYOUT.items()})
     root = tmp_path / "weights"
