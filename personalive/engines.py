@@ -36,6 +36,20 @@ def _load_models(config: RunConfig, dtype: str, device):
     )
 
 
+def _engine_options(config: RunConfig, max_keyframes: int | None):
+    """(precision, keyframes, device) of an engine build, checked: an engine has one precision and k >= 0."""
+    from personalive.environment import resolve_device
+
+    precision = str(config.model.dtype)
+    if precision == "auto":
+        raise ConfigError("--dtype auto: an engine has one precision; pass --dtype fp16, bf16 or fp32")
+    k = artifacts.engine_keyframes(config) if max_keyframes is None else max_keyframes
+    if k < 0:
+        raise ConfigError(f"--max-keyframes {k}: must be >= 0")
+    device = resolve_device(config.runtime.device)
+    return precision, k, device
+
+
 def _paths(out: Path | None, engine_dir: str, weights_hash: str, subset: dict, precision: str, k: int):
     """(onnx path, engine path or None when it depends on the GPU and TensorRT version)."""
     if out is None:
@@ -81,16 +95,9 @@ def build_engine(
         return build_aoti_engine(config, out=out, max_keyframes=max_keyframes, verify=verify)
 
     from personalive.backends.onnx import export_window_step
-    from personalive.environment import resolve_device
 
     # 1. options
-    precision = str(config.model.dtype)
-    if precision == "auto":
-        raise ConfigError("--dtype auto: an engine has one precision; pass --dtype fp16, bf16 or fp32")
-    k = artifacts.engine_keyframes(config) if max_keyframes is None else max_keyframes
-    if k < 0:
-        raise ConfigError(f"--max-keyframes {k}: must be >= 0")
-    device = resolve_device(config.runtime.device)
+    precision, k, device = _engine_options(config, max_keyframes)
     subset = artifacts.config_subset(config)
     command = artifacts.build_command(config_file, config.model.weights_dir, subset, precision, k)
 
@@ -153,15 +160,8 @@ def build_engine(
 def build_aoti_engine(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
     """``build-engine --format aoti``: export + AOTInductor package + sidecar (docs/engines.md)."""
     from personalive.backends import aoti
-    from personalive.environment import resolve_device
 
-    precision = str(config.model.dtype)
-    if precision == "auto":
-        raise ConfigError("--dtype auto: an engine has one precision; pass --dtype fp16, bf16 or fp32")
-    k = artifacts.engine_keyframes(config) if max_keyframes is None else max_keyframes
-    if k < 0:
-        raise ConfigError(f"--max-keyframes {k}: must be >= 0")
-    device = resolve_device(config.runtime.device)
+    precision, k, device = _engine_options(config, max_keyframes)
     models = _load_models(config, precision, device)
     subset = artifacts.config_subset(config)
     facts = aoti.device_facts(device)
