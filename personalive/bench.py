@@ -51,6 +51,7 @@ class BenchOptions:
     savings: bool = True
     channels_last: bool = False
     overlap: bool | None = None  # Animator's: None = on for CUDA
+    cuda_graphs: bool = True  # runtime.cuda_graphs: on a CUDA device the step is replayed from CUDA graphs
     seed: int = 0
 
 
@@ -303,6 +304,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "model.dtype": dtype_name,
         "runtime.backend": options.backend,
         "runtime.device": str(device),
+        "runtime.cuda_graphs": options.cuda_graphs,
     }
     start = time.perf_counter()
     if options.random is not None:

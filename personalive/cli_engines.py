@@ -108,6 +108,9 @@ def bench(
     ] = 0,
     video_size: Annotated[str, typer.Option("--video-size", help="WIDTHxHEIGHT of that clip.")] = "640x480",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here (default: stdout).")] = None,
+    graphs: Annotated[
+        bool, typer.Option("--graphs/--no-graphs", help="On a CUDA device, replay the step from CUDA graphs.")
+    ] = True,
 ) -> None:
     """Measure loading, the window step, the stream and a real decode/animate/encode run; print JSON."""
     import json
@@ -129,6 +132,7 @@ def bench(
         keyframes=counts,
         video_frames=video_frames,
         video_size=tuple(int(v) for v in video_size.lower().split("x")),
+        cuda_graphs=graphs,
     )
     text = json.dumps(run_bench(options), indent=2, default=str)
     if json_out is None:

@@ -146,7 +146,7 @@ class RuntimeConfig:
     engine_dir: str = "engines"
     compile_unet_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]  # --backend compile, per network
     compile_vae_mode: CompileMode = CompileMode.max_autotune  # type: ignore[valid-type]
-    cuda_graphs: bool = True  # --backend compile on a GPU: the whole step in CUDA graphs (docs/engines.md)
+    cuda_graphs: bool = True  # on a CUDA device, every backend: the whole step replayed from CUDA graphs
 
 
 @dataclass

@@ -306,8 +306,12 @@ class AOTIStep:
     # the package holds no weights: the step's networks are loaded and bound to it (see the module docstring)
     networks: tuple[str, ...] = WINDOW_STEP_NETWORKS
 
-    def __init__(self, runner: AOTIRunner, module: torch.nn.Module) -> None:
+    def __init__(self, runner: AOTIRunner, module: torch.nn.Module, *, cuda_graphs: bool = False) -> None:
+        from personalive.backends.graphs import GraphedStep
+
         self.runner, self.module = runner, module
+        # the package's wrapper still launches every kernel from the host; a graph replays them in one launch
+        self.graphed = GraphedStep(runner, "AOTInductor window step") if cuda_graphs else None
 
     @classmethod
     def check_available(cls, device: torch.device) -> None:
@@ -347,7 +351,8 @@ class AOTIStep:
             max_keyframes=k,
         )
         module = build_window_module(models, config).eval()
-        return cls(AOTIRunner(path, module, module.input_names, device), module)
+        runner = AOTIRunner(path, module, module.input_names, device)
+        return cls(runner, module, cuda_graphs=config.runtime.cuda_graphs)
 
     @property
     def input_names(self) -> list[str]:
@@ -362,4 +367,4 @@ class AOTIStep:
             return self.module.denoising_unet.project_reference(features)
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.runner(inputs)
+        return (self.graphed or self.runner)(inputs)

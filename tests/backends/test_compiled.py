@@ -68,6 +68,6 @@ def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_w
             torch.testing.assert_close(actual[name], expected[name], rtol=1e-3, atol=1e-3, msg=name)
         if kept is None:
             kept = {name: (tensor, tensor.clone()) for name, tensor in actual.items()}
-    assert len(step.graphs) == 2  # one graph per keyframe count, replayed on the second call of each
+    assert len(step.graphed.graphs) == 2  # one graph per keyframe count, replayed on the second call of each
     for name, (tensor, copy) in kept.items():  # outputs are the caller's: later replays do not overwrite them
         assert torch.equal(tensor, copy), name

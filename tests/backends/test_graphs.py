@@ -1,0 +1,78 @@
+"""CUDA graphs replay the window step: same outputs as the uncaptured step, one graph per keyframe count, outputs
+that survive later replays, and a step that cannot be captured runs uncaptured with a warning."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from personalive.backends.eager import EagerWindowStep
+from personalive.backends.graphs import GraphedStep
+from personalive.config import RunConfig
+from personalive.pipeline.window import OUTPUT_NAMES, example_window_inputs
+
+
+def _config(size: int, graphs: bool) -> RunConfig:
+    config = RunConfig()
+    config.generation.height = config.generation.width = size
+    config.runtime.cuda_graphs = graphs
+    return config
+
+
+def test_graphs_pass_through_on_the_cpu(tiny_weights):
+    """runtime.cuda_graphs is on by default; on a CPU the step runs as before, output for output."""
+    from personalive.weights import load_models
+
+    models = load_models(tiny_weights, torch.float32, "cpu")
+    inputs = example_window_inputs(models, _config(64, False), torch.device("cpu"), torch.float32, 1)
+    plain = EagerWindowStep.from_models(models, _config(64, False), torch.device("cpu"))
+    graphed = EagerWindowStep.from_models(models, _config(64, True), torch.device("cpu"))
+    assert plain.graphed is None and graphed.graphed is not None
+    a, b = plain(inputs), graphed(inputs)
+    assert not graphed.graphed.graphs  # nothing captured off CUDA
+    for name in OUTPUT_NAMES:
+        assert torch.equal(a[name], b[name]), name
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_eager_graphs_replay_equals_the_uncaptured_step(tiny_weights):
+    from personalive.weights import load_models
+
+    device = torch.device("cuda")
+    models = load_models(tiny_weights, torch.float32, device)
+    plain = EagerWindowStep.from_models(models, _config(128, False), device)
+    step = EagerWindowStep.from_models(models, _config(128, True), device)
+    generator = torch.Generator(device).manual_seed(0)
+    kept = None
+    for k in (0, 1, 0, 1, 2):  # new draws every call: a replay must read its inputs, not the captured ones
+        inputs = example_window_inputs(models, _config(128, True), device, torch.float32, k, generator)
+        expected, actual = plain(inputs), step(inputs)
+        for name in OUTPUT_NAMES:
+            torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4, msg=name)
+        if kept is None:
+            kept = {name: (tensor, tensor.clone()) for name, tensor in actual.items()}
+    assert len(step.graphed.graphs) == 3  # keyframe counts 0, 1, 2
+    for name, (tensor, copy) in kept.items():  # outputs are the caller's: later replays do not overwrite them
+        assert torch.equal(tensor, copy), name
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_a_step_that_cannot_be_captured_runs_uncaptured_with_a_warning(caplog):
+    def syncing_step(inputs):  # .item() synchronises with the host: not allowed while capturing
+        x = inputs["x"]
+        return {"y": x * float(x.sum().item() > 0)}
+
+    step = GraphedStep(syncing_step, "test step")
+    x = torch.ones(4, device="cuda")
+    with caplog.at_level(logging.WARNING):
+        out = step({"x": x})
+    assert torch.equal(out["y"], x)
+    assert not step.enabled and "CUDA graph capture failed" in caplog.text
+    assert torch.equal(step({"x": -x})["y"], torch.zeros(4, device="cuda"))
