@@ -77,6 +77,7 @@ class Stage:
             "runtime.device": args.device,
         }
         self.config = load_config(None, [], extra)
+        self.extra = extra
         self.taesd_config = load_config(None, [], {**extra, "model.decoder": "taesd"})
         self.out = args.out / f"engine-{args.stage}.json"
         self.rows: list[dict] = []
@@ -87,6 +88,12 @@ class Stage:
         self.rows.append(row)
         self.args.out.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps({"facts": facts(self.device), "rows": self.rows}, indent=1))
+
+    def variant(self, graphs: bool = True, **changes):
+        """The run's config with ``runtime.cuda_graphs`` = ``graphs`` and other dotted-key changes."""
+        from personalive.config import load_config
+
+        return load_config(None, [], {**self.extra, "runtime.cuda_graphs": graphs, **changes})
 
     def models(self, dtype: torch.dtype | None = None):
         from personalive.weights import load_models
@@ -119,12 +126,13 @@ def package_path(args: argparse.Namespace) -> Path:
 
 # ------------------------------------------------------------------------------------------------------ stages
 def stage_init(s: Stage) -> None:
+    """Random weights built on the device (seconds) and written in the official layout (fp16, like the release)."""
     from personalive.models.taesd import write_random_taesd
-    from personalive.random_weights import write_random_layout
+    from personalive.random_weights import random_models, save_layout
 
     t0 = time.perf_counter()
     if not (s.args.weights / "personalive" / "denoising_unet.pth").is_file():
-        write_random_layout(s.args.weights, size=s.args.size, seed=0)
+        save_layout(random_models(s.args.size, s.device, s.dtype), s.args.weights)
     if not (s.args.weights / "taesd" / "config.json").is_file():
         write_random_taesd(s.args.weights / "taesd", size=s.args.size, seed=0)
     s.record(what="init weights", seconds=round(time.perf_counter() - t0, 1))
@@ -161,13 +169,16 @@ def stage_aoti_run(s: Stage) -> None:
     except Exception as exc:  # noqa: BLE001 - record and go on to the timing
         s.record(what="aoti verify-engine", passed=False, error=str(exc), seconds=round(time.perf_counter() - t0, 1))
     models = s.models()
-    t0 = time.perf_counter()
-    step = AOTIStep.from_models(models, s.config, s.device, engine=path)
-    sync()
-    s.record(
-        what="aoti load (sidecar checks, package load, weights bound)", seconds=round(time.perf_counter() - t0, 2)
-    )
-    _step_rows(s, "aoti", step, models)
+    for graphs in (False, True):
+        config = s.variant(graphs=graphs)
+        t0 = time.perf_counter()
+        step = AOTIStep.from_models(models, config, s.device, engine=path)
+        sync()
+        s.record(
+            what="aoti load (sidecar checks, package load, weights bound)", seconds=round(time.perf_counter() - t0, 2)
+        )
+        _step_rows(s, "aoti+graphs" if graphs else "aoti", step, models)
+        del step
 
 
 def _step_rows(s: Stage, name: str, step, models, keyframes=(0, 3)) -> None:
@@ -192,16 +203,22 @@ def _step_rows(s: Stage, name: str, step, models, keyframes=(0, 3)) -> None:
 
 
 def stage_compile(s: Stage) -> None:
+    """--backend compile as configured by default (UNet default mode, VAE max-autotune, CUDA graphs), then the
+    same compiled step with graphs off, the TAESD step compiled with graphs, and the VAE decode alone."""
     from personalive.backends.compiled import CompiledWindowStep
-    from personalive.backends.eager import EagerWindowStep
 
     models = s.models()
-    _step_rows(s, "eager", EagerWindowStep.from_models(models, s.config, s.device), models)
     step = CompiledWindowStep.from_models(models, s.config, s.device)
     r = s.config.runtime
     _step_rows(s, f"compile+graphs(unet={r.compile_unet_mode},vae={r.compile_vae_mode})", step, models)
+    if step.graphed is not None:
+        step.graphed.enabled = False  # the same compiled networks, launched from the host
+        _step_rows(s, "compile, no graphs", step, models, keyframes=(0,))
+    del step
+    step = CompiledWindowStep.from_models(models, s.taesd_config, s.device)
+    _step_rows(s, "compile+graphs+taesd", step, models)
+    del step
     _vae_rows(s, models)
-    _taesd_rows(s, models)
 
 
 def _vae_rows(s: Stage, models) -> None:
@@ -225,17 +242,6 @@ def _vae_rows(s: Stage, models) -> None:
             first = time.perf_counter() - t0
             row = timed(lambda fn=fn: fn(latents))
         s.record(what="vae decode 4 frames", mode=mode, first_call_s=round(first, 1), **row)
-
-
-def _taesd_rows(s: Stage, models) -> None:
-    """``--set model.decoder=taesd``: the step decodes with TAESD (the reference is still encoded by the KL VAE)."""
-    from personalive.backends.compiled import CompiledWindowStep
-    from personalive.backends.eager import EagerWindowStep
-
-    eager = EagerWindowStep.from_models(models, s.taesd_config, s.device)
-    _step_rows(s, "eager+taesd", eager, models, keyframes=(0,))
-    step = CompiledWindowStep.from_models(models, s.taesd_config, s.device)
-    _step_rows(s, "compile+graphs+taesd", step, models)
 
 
 def stage_compile_warm(s: Stage) -> None:

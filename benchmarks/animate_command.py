@@ -1,0 +1,77 @@
+"""The whole ``personalive animate`` command in a fresh process, timed from outside (start-up and loading included).
+
+    python -m benchmarks.animate_command --weights DIR --frames 300 --out FILE.json [--size WxH] [-- ANIMATE OPTIONS]
+
+Generates a WxH 29.97 fps H.264 clip with an AAC track (``personalive.bench.write_clip``) and a random reference,
+runs ``personalive animate`` on them with ``--report``, and writes: wall seconds, exit status, the report's frames,
+fps and stage timings, and the child's peak resident memory (``RUSAGE_CHILDREN``: the whole command, interpreter
+and imports included). Comparing a 300-frame with an 1,800-frame run shows whether host memory grows with the
+video's length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("animate_options", nargs="*")
+    args = p.parse_args()
+
+    import numpy as np
+    from PIL import Image
+
+    from personalive.bench import write_clip
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    folder = Path(tempfile.mkdtemp(prefix="animate-command-"))
+    start = time.perf_counter()
+    clip = write_clip(folder / "drive.mp4", args.frames, width, height)
+    clip_s = time.perf_counter() - start
+    side = max(height, 256)
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / "r.png")
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from personalive.cli import main; sys.argv[0] = 'personalive'; main()",
+        *("animate", "--ref", str(folder / "r.png"), "--drive", str(clip), "-o", str(folder / "out.mp4")),
+        *("--weights", str(args.weights), "--report", str(folder / "report.json")),
+        *args.animate_options,
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=args.timeout)
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = {
+        "frames_asked": args.frames,
+        "clip": f"{width}x{height} 29.97 fps with AAC, written in {clip_s:.1f} s",
+        "options": args.animate_options,
+        "rc": proc.returncode,
+        "seconds": round(seconds, 2),
+        "peak_host_gib": round(peak_kib / 2**20, 2),
+        "stderr_tail": proc.stderr[-2500:],
+        "output_bytes": (folder / "out.mp4").stat().st_size if (folder / "out.mp4").is_file() else 0,
+    }
+    if (folder / "report.json").is_file():
+        out["report"] = json.loads((folder / "report.json").read_text())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(json.dumps({k: out[k] for k in ("rc", "seconds", "peak_host_gib", "output_bytes")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# One call on the GPU machine (one H200), from the repository root, with .whl, .oracle/upstream, .oracle/wheels and
+# .gpu-shared (a copy of ../shared) carried:  bash benchmarks/gpu_call.sh A|B|C   (results in $OUT)
+#   A: upstream's bench_gpu.py; the eager step with and without CUDA graphs (+ TAESD), stream, the animate job body;
+#      loading in a fresh process; the whole `personalive animate` command on a 10 s clip; the AOTInductor package
+#      built in the background on cores the measurements do not use, then loaded, verified and timed.
+#   B: upstream's bench_gpu.py; --backend compile (first compilation, graphs on/off, TAESD, VAE modes), the warm
+#      start in a fresh process; the whole animate command on a 60 s clip (host memory against the 10 s clip).
+#   C: the AOTInductor package of call A (split into $OUT, carried back as .gpu-pkg) with graphs in the whole
+#      animate command.
+# SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
+set -u
+CALL=${1:?A, B or C}; OUT=${OUT:?}; SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
+ROOT=$PWD; W=${WEIGHTS:-/tmp/pw-$SIZE}; FG="taskset -c 0-7"; BG="taskset -c 8-15"
+[ "$(nproc)" -lt 16 ] && FG="" && BG=""
+log() { echo "[$(date -u +%T)] $*"; }
+if [ "${SKIP_WHEELS:-0}" = 0 ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-up .oracle/wheels/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$ROOT
+fi
+export PYTHONUNBUFFERED=1 SITE=/tmp/site
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/nvidia-smi.csv" 2>&1
+E="$PY -m benchmarks.engine_gpu --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16}"
+TINY=$( [ "$SIZE" = tiny ] && echo "--size tiny --dtype fp32" )
+
+upstream() {
+  log upstream
+  ORACLE_HOME=$ROOT/.oracle PYTHONPATH=/tmp/site-up $FG timeout 200 $PY $ROOT/.gpu-shared/oracle/bench_gpu.py \
+    --frames ${UP_FRAMES:-96} --runs upstream,no_hkf --skip-micro --out "$OUT/upstream" $TINY > "$OUT/upstream.log" 2>&1
+  echo "upstream rc=$?"; rm -f "$OUT/upstream/windows.csv"; grep -i "steady\|fps" "$OUT/upstream.log" | tail -n 6
+}
+animate() {  # frames tag [extra animate options]
+  log "animate $1 frames ($2)"
+  $FG timeout ${ANIMATE_TIMEOUT:-200} $PY -m benchmarks.animate_command --weights "$W" --frames "$1" \
+    --out "$OUT/animate-$2.json" ${ANIMATE_ARGS:-} -- "${@:3}" 2>&1 | tail -n 3
+}
+
+log "call $CALL start"
+$E init 2>&1 | tail -n 1
+case $CALL in
+A)
+  log "aoti-build (background, cores 8-15)"
+  [ "${SKIP_AOTI:-0}" = 1 ] || ($BG timeout 480 $E aoti-build > "$OUT/aoti-build.log" 2>&1; echo "aoti-build rc=$?" >> "$OUT/aoti-build.log") &
+  BUILD=$!
+  upstream
+  log graphs; $FG timeout 240 $PY -m benchmarks.graphs_gpu --out "$OUT" --size $SIZE --device $DEVICE \
+    --weights $W ${GRAPHS_ARGS:-} 2>&1 | grep -v Warning | tail -n 4
+  log load; $FG timeout 120 $PY -m benchmarks.load_breakdown --weights $W --device $DEVICE --out "$OUT/load.json" \
+    2>&1 | tail -n 3
+  animate ${CLIP_FRAMES:-300} 10s
+  [ "${SKIP_AOTI:-0}" = 1 ] && { log done; exit 0; }
+  log "waiting for aoti-build"; wait $BUILD; tail -n 4 "$OUT/aoti-build.log"
+  log aoti-run; timeout 200 $E aoti-run 2>&1 | grep -v Warning | tail -n 12
+  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
+  if [ -n "$PKG" ]; then  # files of at most 16 MiB come back
+    mkdir -p "$OUT/pkg" && split -b 15M "$PKG" "$OUT/pkg/$(basename "$PKG")." && cp "$PKG.json" "$OUT/pkg/" 2>/dev/null
+  fi
+  ;;
+B)
+  upstream
+  log compile; timeout 420 $E compile 2>&1 | grep -v Warning | tail -n 16
+  log compile-warm; timeout 120 $E compile-warm 2>&1 | tail -n 2
+  animate ${LONG_FRAMES:-1798} 60s
+  ;;
+C)
+  upstream
+  mkdir -p /tmp/engine-work && for f in .gpu-pkg/*.pt2.aa; do cat "${f%.aa}".a? > "/tmp/engine-work/$(basename "${f%.aa}")"; done
+  cp .gpu-pkg/*.json /tmp/engine-work/ 2>/dev/null
+  animate ${CLIP_FRAMES:-300} 10s-aoti --backend aoti --engine "$(ls /tmp/engine-work/*.pt2 | head -n 1)"
+  ;;
+esac
+log done
