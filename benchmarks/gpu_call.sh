@@ -54,7 +54,9 @@ A)
   log aoti-run; timeout 200 $E aoti-run 2>&1 | grep -v Warning | tail -n 12
   PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
   if [ -n "$PKG" ]; then  # files of at most 16 MiB come back
-    mkdir -p "$OUT/pkg" && split -b 15M "$PKG" "$OUT/pkg/$(basename "$PKG")." && cp "$PKG.json" "$OUT/pkg/" 2>/dev/null
+    # compressed (generated code and kernels: several times smaller), so that call C can carry it with the wheels
+    mkdir -p "$OUT/pkg" && xz -T8 -3 -c "$PKG" | split -b 15M - "$OUT/pkg/$(basename "$PKG").xz."
+    cp "${PKG%.pt2}.json" "$PKG.json" "$OUT/pkg/" 2>/dev/null; ls -la "$OUT/pkg"
   fi
   ;;
 B)
@@ -65,7 +67,8 @@ B)
   ;;
 C)
   upstream
-  mkdir -p /tmp/engine-work && for f in .gpu-pkg/*.pt2.aa; do cat "${f%.aa}".a? > "/tmp/engine-work/$(basename "${f%.aa}")"; done
+  mkdir -p /tmp/engine-work && for f in .gpu-pkg/*.pt2.xz.aa; do
+    cat "${f%.aa}".a? | xz -d > "/tmp/engine-work/$(basename "${f%.xz.aa}")"; done
   cp .gpu-pkg/*.json /tmp/engine-work/ 2>/dev/null
   animate ${CLIP_FRAMES:-300} 10s-aoti --backend aoti --engine "$(ls /tmp/engine-work/*.pt2 | head -n 1)"
   ;;
