@@ -76,6 +76,10 @@ class Stage:
             "generation.width": size,
             "runtime.device": args.device,
         }
+        # ENGINE_SET="runtime.compile_vae_mode=default,...": config changes for one call
+        for item in filter(None, os.environ.get("ENGINE_SET", "").split(",")):
+            key, _, value = item.partition("=")
+            extra[key.strip()] = value.strip()
         self.config = load_config(None, [], extra)
         self.extra = extra
         self.taesd_config = load_config(None, [], {**extra, "model.decoder": "taesd"})

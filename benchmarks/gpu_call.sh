@@ -10,10 +10,10 @@
 #      animate command.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
-CALL=${1:?A, B or C}; OUT=${OUT:?}; SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
+CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
 ROOT=$PWD; W=${WEIGHTS:-/tmp/pw-$SIZE}; FG="taskset -c 0-7"; BG="taskset -c 8-15"
 [ "$(nproc)" -lt 16 ] && FG="" && BG=""
-log() { echo "[$(date -u +%T)] $*"; }
+log() { echo "[$(date -u +%T)] $*"; tar czf "$FINAL/results.tgz" -C "$FINAL" r 2>/dev/null; }
 if [ "${SKIP_WHEELS:-0}" = 0 ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-up .oracle/wheels/*.whl || exit 1
@@ -55,15 +55,24 @@ A)
   PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
   if [ -n "$PKG" ]; then  # files of at most 16 MiB come back
     # compressed (generated code and kernels: several times smaller), so that call C can carry it with the wheels
-    mkdir -p "$OUT/pkg" && xz -T8 -3 -c "$PKG" | split -b 15M - "$OUT/pkg/$(basename "$PKG").xz."
-    cp "${PKG%.pt2}.json" "$PKG.json" "$OUT/pkg/" 2>/dev/null; ls -la "$OUT/pkg"
+    xz -T8 -3 -c "$PKG" | split -b 15M - "$FINAL/$(basename "$PKG").xz."
+    cp "$PKG.json" "$FINAL/"; ls -la "$FINAL"
   fi
   ;;
 B)
+  [ "${SKIP_AOTI:-0}" = 1 ] || ($BG timeout 400 $E aoti-build > "$OUT/aoti-build.log" 2>&1; echo "aoti-build rc=$?" >> "$OUT/aoti-build.log") &
+  BUILD=$!
   upstream
-  log compile; timeout 420 $E compile 2>&1 | grep -v Warning | tail -n 16
-  log compile-warm; timeout 120 $E compile-warm 2>&1 | tail -n 2
-  animate ${LONG_FRAMES:-1798} 60s
+  log "compile (${ENGINE_SET:-product defaults})"; $FG timeout ${COMPILE_TIMEOUT:-300} $E compile 2>&1 | grep -v Warning | tail -n 16
+  log compile-warm; $FG timeout 100 $E compile-warm 2>&1 | tail -n 2
+  [ "${SKIP_AOTI:-0}" = 1 ] && { log done; exit 0; }
+  log "waiting for aoti-build"; wait $BUILD; tail -n 3 "$OUT/aoti-build.log"
+  # a generated wrapper at -O0 may need a large stack frame: run with an unlimited stack, Python stacks on a crash
+  log aoti-run; (ulimit -s unlimited; timeout 160 $PY -X faulthandler -m benchmarks.engine_gpu --weights $W --out $OUT \
+    --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1; echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
+  grep -v Warning "$OUT/aoti-run.log" | tail -n 25
+  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
+  [ -n "$PKG" ] && xz -T8 -3 -c "$PKG" | split -b 15M - "$FINAL/$(basename "$PKG").xz." && cp "$PKG.json" "$FINAL/"
   ;;
 C)
   upstream

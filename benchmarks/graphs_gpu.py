@@ -72,6 +72,7 @@ def main() -> None:
         start = time.perf_counter()
         save_layout(models, args.weights)
         write_random_taesd(args.weights / "taesd", size=args.size, seed=0)
+        models.weights_dir = args.weights  # where the step finds taesd/ for model.decoder=taesd
         save("weights_written_s", round(time.perf_counter() - start, 2))
     extra = {"model.dtype": "fp16" if dtype == torch.float16 else "fp32", "runtime.device": str(device)}
     if args.size == "tiny":
