@@ -64,15 +64,15 @@ B)
   BUILD=$!
   upstream
   log "compile (${ENGINE_SET:-product defaults})"; $FG timeout ${COMPILE_TIMEOUT:-300} $E compile 2>&1 | grep -v Warning | tail -n 16
-  log compile-warm; $FG timeout 100 $E compile-warm 2>&1 | tail -n 2
   [ "${SKIP_AOTI:-0}" = 1 ] && { log done; exit 0; }
   log "waiting for aoti-build"; wait $BUILD; tail -n 3 "$OUT/aoti-build.log"
   # a generated wrapper at -O0 may need a large stack frame: run with an unlimited stack, Python stacks on a crash
-  log aoti-run; (ulimit -s unlimited; timeout 160 $PY -X faulthandler -m benchmarks.engine_gpu --weights $W --out $OUT \
+  log aoti-run; (ulimit -s unlimited; timeout ${AOTI_RUN_TIMEOUT:-150} $PY -X faulthandler -m benchmarks.engine_gpu --weights $W --out $OUT \
     --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1; echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
   grep -v Warning "$OUT/aoti-run.log" | tail -n 25
   PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
   [ -n "$PKG" ] && xz -T8 -3 -c "$PKG" | split -b 15M - "$FINAL/$(basename "$PKG").xz." && cp "$PKG.json" "$FINAL/"
+  log compile-warm; $FG timeout ${WARM_TIMEOUT:-100} $E compile-warm 2>&1 | tail -n 2
   ;;
 C)
   upstream
