@@ -10,7 +10,8 @@
 #      animate command.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
-CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
+CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed
+SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
 ROOT=$PWD; W=${WEIGHTS:-/tmp/pw-$SIZE}; FG="taskset -c 0-7"; BG="taskset -c 8-15"
 [ "$(nproc)" -lt 16 ] && FG="" && BG=""
 log() { echo "[$(date -u +%T)] $*"; tar czf "$FINAL/results.tgz" -C "$FINAL" r 2>/dev/null; }
