@@ -2,8 +2,10 @@
 
 Four measurements, each after warm-up:
 
-1. ``load``: loading the weights (``--weights DIR``), or building random ones in memory (``--random full|tiny``:
-   every shape, kernel and byte moved is the release's, the picture is meaningless; nothing is written to disk);
+1. ``load``: loading the weights (``--weights DIR``: with the loader's phases per network, see
+   :mod:`personalive.weights.report`, and the peak host memory after loading), or building random ones in memory
+   (``--random full|tiny``: every shape, kernel and byte moved is the release's, the picture is meaningless;
+   nothing is written to disk);
 2. ``step``: the window step alone on fixed inputs, per history-keyframe count (``--keyframes 0,3``): CUDA-event
    medians on a GPU (host clock on the CPU), and the step's frames per second (``window`` frames per call);
 3. ``stream``: :meth:`Animator.animate` over ``--frames`` synthetic frames already on the device: time to the
@@ -318,6 +320,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         models = load_models(options.weights, dtype, device)
     Clock(device).sync()
     load_s = time.perf_counter() - start
+    # where loading spent its time (phases, per network; None for random weights) and the peak host memory so far
+    breakdown = models.load_report.as_dict() if models.load_report is not None else None
+    load_peak_host_gib = peak_host_gib()
     if options.random == "tiny":  # the tiny networks' native resolution (128x128)
         extra |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
     config = load_config(options=extra)
@@ -335,7 +340,13 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         "backend": options.backend,
         "resolution": [config.generation.width, config.generation.height],
         "window": config.generation.window,
-        "load": {"source": source, "seconds": round(load_s, 2), "peak_gpu_gib": peak_gpu_gib(device)},
+        "load": {
+            "source": source,
+            "seconds": round(load_s, 2),
+            "peak_gpu_gib": peak_gpu_gib(device),
+            "peak_host_gib": load_peak_host_gib,
+            "breakdown": breakdown,
+        },
     }
     report["step"] = [measure_step(models, config, device, options, k) for k in options.keyframes]
     for row in report["step"]:

@@ -35,3 +35,27 @@ def test_bench_tiny_on_cpu_writes_every_measurement(tmp_path):
 def test_bench_refuses_both_weights_and_random(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--random", "huge"])
     assert result.exit_code == 2 and "--random 'huge': expected one of full, tiny" in result.output
+
+
+def test_bench_with_weights_reports_the_load_breakdown(tmp_path, tiny_weights):
+    out = tmp_path / "bench.json"
+    # loading only: no step (no keyframe counts), no stream, no video
+    args = ["bench", "--weights", str(tiny_weights), "--device", "cpu", "--keyframes", "", "--frames", "0"]
+    args += ["--json", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    load = json.loads(out.read_text())["load"]
+    assert load["source"] == str(tiny_weights) and load["seconds"] > 0 and load["peak_host_gib"] > 0
+    breakdown = load["breakdown"]
+    assert {"imports", "build", "read", "compare", "copy", "finite", "hash"} <= set(breakdown["phases_s"])
+    assert set(breakdown["networks_s"]) == {
+        "pose_guider",
+        "motion_encoder",
+        "motion_extractor",
+        "vae",
+        "image_encoder",
+        "reference_unet",
+        "denoising_unet",
+    }
+    assert 0 < breakdown["seconds"] <= load["seconds"] and breakdown["gib_copied"] > 0
+    assert breakdown["peak_rss_gib"] >= breakdown["rss_start_gib"] > 0

@@ -3,8 +3,9 @@
 """
 
 from personalive.weights.check import check_command, check_layout
+from personalive.weights.configs import read_sizes
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
-from personalive.weights.load import ModelSet, build_network, load_models, read_sizes, read_state_dict, weights_hash
+from personalive.weights.load import ModelSet, build_network, load_models, read_state_dict, weights_hash
 
 __all__ = [
     "NETWORKS",

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from personalive.errors import WeightsError
+from personalive.weights.configs import read_sizes
 from personalive.weights.integrity import nonfinite_tensors, verify_archive
 from personalive.weights.layout import NETWORKS, WeightsLayout
 from personalive.weights.load import (
@@ -18,7 +19,6 @@ from personalive.weights.load import (
     build_network,
     compare_state,
     config_file,
-    read_sizes,
     summarize_problems,
     weights_hash,
 )

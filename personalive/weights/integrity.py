@@ -107,13 +107,20 @@ def nonfinite_tensors(state: Mapping[str, Any]) -> list[tuple[str, int, int]]:
     """(key, non-finite count, element count) for every floating-point tensor holding NaN or infinity."""
     import torch
 
-    found = []
-    for key, tensor in state.items():
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-            continue
-        if not bool(torch.isfinite(tensor).all()):
-            found.append((key, int((~torch.isfinite(tensor)).sum()), tensor.numel()))
-    return found
+    floats = [
+        (key, t) for key, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()
+    ]
+    # a tensor is finite when its minimum and maximum are: NaN propagates into both and +-inf is an extreme. One
+    # pass without a mask (isfinite allocates one), and one host synchronisation per device, not one per tensor.
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for key, tensor in floats:
+        by_device.setdefault(tensor.device, []).append((key, tensor))
+    suspects = set()
+    for group in by_device.values():
+        extremes = torch.stack([torch.stack(torch.aminmax(t.detach())).float() for _, t in group])
+        flags = torch.isfinite(extremes).all(dim=1).tolist()
+        suspects |= {key for (key, _), ok in zip(group, flags, strict=True) if not ok}
+    return [(key, int((~torch.isfinite(t)).sum()), t.numel()) for key, t in floats if key in suspects]
 
 
 def check_finite(state: Mapping[str, Any], origin: Mapping[str, os.PathLike] | os.PathLike) -> None:

@@ -1,7 +1,9 @@
 """Strict loading of the networks of a weights layout (see :mod:`.layout`), and its identity hash.
 
-At load every ``.pth`` gets the cheap archive check and every tensor the finiteness check of
-:mod:`.integrity`; ``weights check`` verifies every CRC.
+Networks are built without initialising their parameters and the checkpoint's tensors are copied once, from the
+memory-mapped files straight to the device in the run's dtype (:mod:`.materialize`); where the time goes is in a
+:class:`~.report.LoadReport`. At load every ``.pth`` gets the cheap archive check and every tensor the finiteness
+check of :mod:`.integrity`; ``weights check`` verifies every CRC.
 
 Every state dict is loaded strictly: a missing or unexpected key or a shape mismatch is a :class:`WeightsError`
 naming the file, the key and the shapes. The denoising UNet is ``denoising_unet.pth`` together with
@@ -11,7 +13,6 @@ files are collected into one error.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -23,45 +24,15 @@ import torch
 from torch import nn
 
 from personalive.errors import WeightsError
-from personalive.model_sizes import EXTRA_FULL, ModelSizes
+from personalive.model_sizes import ModelSizes
 from personalive.weights import projections
+from personalive.weights.configs import FIX, read_sizes
 from personalive.weights.integrity import check_archive_structure, check_finite, content_hash
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
+from personalive.weights.materialize import MappedPages, assign_state, build_empty
+from personalive.weights.report import LoadReport
 
 logger = logging.getLogger(__name__)
-
-# keys that fix the shapes of each base-model config; a config without them would build diffusers' defaults
-REQUIRED_CONFIG_KEYS = {
-    "unet": (
-        "block_out_channels",
-        "down_block_types",
-        "up_block_types",
-        "layers_per_block",
-        "cross_attention_dim",
-        "attention_head_dim",
-        "in_channels",
-        "out_channels",
-    ),
-    "vae": (
-        "block_out_channels",
-        "down_block_types",
-        "up_block_types",
-        "layers_per_block",
-        "latent_channels",
-        "in_channels",
-        "out_channels",
-    ),
-    "clip": (
-        "hidden_size",
-        "intermediate_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "image_size",
-        "patch_size",
-        "projection_dim",
-    ),
-}
-FIX = "run `personalive weights download` again, or `personalive weights check DIR` for the full list"
 
 
 @dataclass
@@ -89,54 +60,7 @@ class ModelSet:
     # the denoising UNet's reference keys/values layers alone, for engines (see .projections)
     reference_projections: nn.Module | None = None
     taesd: nn.Module | None = None  # loaded by the window step on first use, for model.decoder=taesd
-
-
-# ------------------------------------------------------------------------------------------------------ sizes
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise WeightsError(f"{path}: missing; {FIX}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path}: not valid JSON ({str(exc).splitlines()[0]}); {FIX}") from exc
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object at the top level")
-    return data
-
-
-def read_sizes(layout: WeightsLayout) -> ModelSizes:
-    """Sizes of a layout: base-model configs + ``personalive/config.json`` (or the oracle's), else full defaults."""
-    configs = {
-        "unet": (layout.unet_config, _read_json(layout.unet_config)),
-        "clip": (layout.image_encoder_config, _read_json(layout.image_encoder_config)),
-        "vae": (layout.vae_config, _read_json(layout.vae_config)),
-    }
-    for kind, (path, data) in configs.items():
-        missing = [key for key in REQUIRED_CONFIG_KEYS[kind] if key not in data]
-        if missing:
-            raise WeightsError(f"{path}: missing {', '.join(missing)}; {FIX}")
-    sizes = ModelSizes(unet=configs["unet"][1], clip=configs["clip"][1], vae=configs["vae"][1])
-    for path in (layout.sizes_file, layout.oracle_sizes_file):
-        if path.is_file():
-            doc = _read_json(path)
-            source = path
-            break
-    else:
-        doc, source = {"extra": EXTRA_FULL}, None
-    extra = doc.get("extra")
-    if not isinstance(extra, dict):
-        raise WeightsError(f"{source}: expected an 'extra' object with pose_guider/motion_extractor/motion_encoder")
-    for key in ("pose_guider", "motion_extractor", "motion_encoder"):
-        value = extra.get(key, {})
-        if not isinstance(value, dict):
-            raise WeightsError(f"{source}: extra.{key} must be an object of constructor arguments")
-        setattr(sizes, key, dict(value))
-    sizes.width = int(extra.get("width", 512))
-    sizes.height = int(extra.get("height", 512))
-    if "unet_additional_kwargs" in doc:
-        sizes.unet_additional_kwargs = dict(doc["unet_additional_kwargs"])
-    sizes.source = str(source) if source else "full-size defaults (no personalive/config.json)"
-    return sizes
+    load_report: LoadReport | None = None  # where loading spent its time (None: not loaded from files)
 
 
 # ------------------------------------------------------------------------------------------------ networks
@@ -283,20 +207,59 @@ def summarize_problems(root: Path | str, problems: list[str], shown: int = 5) ->
 
 
 # --------------------------------------------------------------------------------------------------- loading
-def _build_on(
-    name: str, sizes: ModelSizes, device: torch.device, dtype: torch.dtype, source: str | None = None
-) -> nn.Module:
-    """``name`` built directly on ``device`` and cast to ``dtype``, ready for its weights.
+def default_threads(device: torch.device) -> int:
+    """Copy threads: a copy releases the GIL, so page faults and transfers of several tensors overlap."""
+    return max(1, min(4, os.cpu_count() or 1))
 
-    Built on the device because default initialisation, which the weights overwrite anyway, takes seconds per
-    network on a CPU and milliseconds on a GPU; and then no host copy of the network ever exists. Cast before
-    loading: copying the checkpoint's tensors into ``dtype`` parameters rounds them as ``.to(dtype)`` after
-    loading would, while the device never holds more than one network in float32.
-    """
-    with torch.device(device):
-        module = build_network(name, sizes, source)
-    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-kept modules that these networks do not have
-    return nn.Module.to(module, dtype=dtype)
+
+def _init_device(device: torch.device) -> None:
+    """Create the device's context now (CUDA's first call takes a while), so the first network is not charged."""
+    if device.type == "cuda":
+        torch.empty(0, device=device)
+
+
+def _import_networks(names: list[str]) -> None:
+    """The network modules (and diffusers, transformers behind them), timed apart from building."""
+    import importlib
+
+    for name in names:  # each network is built by the module of its name
+        importlib.import_module(f"personalive.models.{name}")
+
+
+def _load_network(
+    name: str,
+    layout: WeightsLayout,
+    sizes: ModelSizes,
+    device: torch.device,
+    dtype: torch.dtype,
+    report: LoadReport,
+    threads: int,
+) -> tuple[nn.Module | None, list[str]]:
+    """One network built without initialisation and loaded strictly (see :mod:`.materialize`): (module, problems)."""
+    source = config_file(name, layout, sizes)
+    with report.phase("build", name):
+        module = build_empty(lambda: build_network(name, sizes, source), device, dtype)
+    files = layout.network_files(name)
+    with report.phase("read", name):
+        state, origin = _read_network_state(name, layout)
+        pages = MappedPages(files)
+    with report.phase("compare", name):
+        found = compare_state(_expected_shapes(module), state, origin, files)
+    if found:
+        return None, found
+    with report.phase("copy", name):
+        # from the memory-mapped files straight into new device tensors (cast on the way, as .to(dtype) would);
+        # each tensor's file pages are given back once copied
+        report.bytes_copied += assign_state(module, state, device, pages, threads)
+        del state
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    with report.phase("finite", name):
+        # NaN or inf in the file (or overflowing the cast to fp16) would animate black frames: refuse them here,
+        # on the device (fast on a GPU), naming the file and the key
+        check_finite(module.state_dict(), origin)
+    logger.debug("loaded %s (%.1f M parameters)", name, sum(p.numel() for p in module.parameters()) / 1e6)
+    return module.eval().requires_grad_(False), []
 
 
 def load_models(
@@ -305,12 +268,19 @@ def load_models(
     device: torch.device | str,
     clip_dtype: torch.dtype = torch.float32,
     networks: tuple[str, ...] | list[str] = NETWORKS,
+    *,
+    report: LoadReport | None = None,
+    threads: int | None = None,
 ) -> ModelSet:
     """Build and strictly load ``networks`` (default: all) of the layout at ``weights_dir``; eval mode, no grad.
 
     Networks run in ``dtype`` on ``device``; the CLIP image encoder in ``clip_dtype``. All problems (missing,
     unexpected, mis-shaped keys) are collected over all files and raised as one :class:`WeightsError`.
+    Where the time went is filled into ``report`` (also ``ModelSet.load_report``; see :mod:`.report`);
+    ``threads`` copy tensors in parallel (default :func:`default_threads`).
     """
+    report = report if report is not None else LoadReport()
+    started = report.start()
     layout = WeightsLayout(Path(weights_dir))
     if not layout.root.is_dir():
         raise WeightsError(
@@ -324,37 +294,37 @@ def load_models(
     unknown = sorted(set(networks) - set(NETWORKS) - {projections.NAME})
     if unknown:
         raise ValueError(f"unknown networks {unknown}: expected names of {NETWORKS} or {projections.NAME!r}")
+    names = [n for n in NETWORKS if n in networks]
+    threads = threads or default_threads(device)
+    with report.phase("device_init"):
+        _init_device(device)
+    with report.phase("imports"):
+        _import_networks(names + (["denoising_unet"] if projections.NAME in networks else []))
     loaded: dict[str, nn.Module] = {}
     problems: list[str] = []
     if projections.NAME in networks and "denoising_unet" not in networks:
-        problems += _load_projections(layout, sizes, device, dtype, loaded)
-    for name in (n for n in NETWORKS if n in networks):
-        module = _build_on(
-            name, sizes, device, clip_dtype if name == "image_encoder" else dtype, config_file(name, layout, sizes)
-        )
-        state, origin = _read_network_state(name, layout)
-        found = compare_state(_expected_shapes(module), state, origin, layout.network_files(name))
-        if found:
-            problems += found
-            continue
-        # from the memory-mapped files straight into the device tensors (cast on the way, as .to(dtype) would)
-        module.load_state_dict(state, strict=True)
-        del state
-        # NaN or inf in the file (or overflowing the cast to fp16) would animate black frames: refuse them here,
-        # on the device (fast on a GPU), naming the file and the key
-        check_finite(module.state_dict(), origin)
-        loaded[name] = module.eval().requires_grad_(False)
-        logger.debug("loaded %s (%.1f M parameters)", name, sum(p.numel() for p in module.parameters()) / 1e6)
+        with report.phase("copy", projections.NAME):
+            problems += _load_projections(layout, sizes, device, dtype, loaded)
+    for name in names:
+        net_dtype = clip_dtype if name == "image_encoder" else dtype
+        module, found = _load_network(name, layout, sizes, device, net_dtype, report, threads)
+        problems += found
+        if module is not None:
+            loaded[name] = module
     if problems:
         raise WeightsError(summarize_problems(layout.root, problems))
+    with report.phase("hash"):
+        identity = weights_hash(layout.root)
+    report.finish(started)
     return ModelSet(
         **loaded,
         sizes=sizes,
-        weights_hash=weights_hash(layout.root),
+        weights_hash=identity,
         weights_dir=layout.root,
         device=device,
         dtype=dtype,
         clip_dtype=clip_dtype,
+        load_report=report,
     )
 
 
