@@ -38,7 +38,7 @@ animate() {  # frames tag [extra animate options]
 }
 
 log "call $CALL start"
-$E init 2>&1 | tail -n 1
+[ "$CALL" = C ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights
 case $CALL in
 A)
   log "aoti-build (background, cores 8-15)"
@@ -77,10 +77,19 @@ B)
   ;;
 C)
   upstream
-  mkdir -p /tmp/engine-work && for f in .gpu-pkg/*.pt2.xz.aa; do
-    cat "${f%.aa}".a? | xz -d > "/tmp/engine-work/$(basename "${f%.xz.aa}")"; done
-  cp .gpu-pkg/*.json /tmp/engine-work/ 2>/dev/null
-  animate ${CLIP_FRAMES:-300} 10s-aoti --backend aoti --engine "$(ls /tmp/engine-work/*.pt2 | head -n 1)"
+  PKG=""; for f in .gpu-pkg/*.pt2.xz.aa; do [ -f "$f" ] || continue; mkdir -p /tmp/engine-work
+    PKG=/tmp/engine-work/$(basename "${f%.xz.aa}"); cat "${f%.aa}".a? | xz -d > "$PKG"; done
+  log "aoti probe (background, cores 8-15)"
+  ($BG timeout 420 $PY -m benchmarks.aoti_probe --out "$OUT/aoti-probe.json" --device $DEVICE ${PKG:+--package $PKG} \
+    > "$OUT/aoti-probe.log" 2>&1; echo "probe rc=$?" >> "$OUT/aoti-probe.log") &
+  PROBE=$!
+  log graphs; $FG timeout 200 $PY -m benchmarks.graphs_gpu --out "$OUT" --size $SIZE --device $DEVICE \
+    --weights $W ${GRAPHS_ARGS:-} 2>&1 | grep -v Warning | tail -n 4
+  log load; $FG timeout 150 $PY -m benchmarks.load_breakdown --weights $W --device $DEVICE --repeat 2 \
+    --modes new,plain --threads 1,4 --out "$OUT/load.json" 2>&1 | tail -n 4
+  animate ${CLIP_FRAMES:-300} 10s
+  animate ${LONG_FRAMES:-1798} 60s
+  log "waiting for the probe"; wait $PROBE; tail -n 3 "$OUT/aoti-probe.log"
   ;;
 esac
 log done

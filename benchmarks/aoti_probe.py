@@ -1,0 +1,130 @@
+"""Why does ``aoti_load_package`` crash on CUDA? Small packages, one option changed at a time, loaded in child
+processes (a segfault ends the child, not the probe).
+
+    python -m benchmarks.aoti_probe --out FILE.json [--device cuda] [--package FULL.pt2 ...]
+
+Variants of a toy fp16 network with an fp32 buffer, like the window step's (DDIM tables and embeddings stay fp32):
+our package options (constants outside the shared object, wrapper at -O0), constants inside, the default wrapper
+optimisation level, and the network without the fp32 buffer. ``--package`` also tries to load given packages
+(the full-size step built by call B) in a child, with ``device_index`` -1 and 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+CHILD = r"""
+import sys, torch
+path, device, user_managed = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+index = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+print("loading", flush=True)
+model = torch._inductor.aoti_load_package(path, device_index=index)
+print("loaded; constants", len(model.get_constant_fqns()), flush=True)
+if user_managed:
+    state = torch.load(path + ".state", weights_only=True)
+    model.load_constants({k: v.to(device) for k, v in state.items()}, check_full_update=True, user_managed=True)
+    x = torch.load(path + ".x", weights_only=True).to(device)
+    out = model(x)
+    y = out[0] if isinstance(out, (list, tuple)) else out
+    ref = torch.load(path + ".y", weights_only=True).to(device)
+    print("ran; max abs diff", float((y.float() - ref.float()).abs().max()), flush=True)
+"""
+
+
+class Toy(torch.nn.Module):
+    def __init__(self, fp32_buffer: bool) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(64, 64)
+        self.b = torch.nn.Linear(64, 64)
+        self.fp32_buffer = fp32_buffer
+        if fp32_buffer:
+            self.register_buffer("table", torch.linspace(0.5, 1.5, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.silu(self.a(x))
+        if self.fp32_buffer:
+            h = (h.float() * self.table).to(x.dtype)
+        return self.b(h)
+
+
+def child(path: Path, device: str, user_managed: bool, index: int = -1) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", CHILD, str(path), device, str(int(user_managed)), str(index)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return {
+        "rc": proc.returncode,
+        "seconds": round(time.perf_counter() - start, 1),
+        "stdout": proc.stdout[-600:],
+        "stderr": proc.stderr[-1200:] if proc.returncode else "",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--package", type=Path, action="append", default=[])
+    args = p.parse_args()
+    results: dict = {"torch": torch.__version__}
+
+    def save() -> None:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+    for package in args.package:
+        for index in (-1, 0):
+            results[f"load {package.name} device_index={index}"] = child(package, args.device, False, index)
+            save()
+    ours = {"aot_inductor.package_constants_in_so": False, "aot_inductor.compile_wrapper_opt_level": "O0"}
+    variants = {
+        "ours, fp32 buffer": (ours, True),
+        "ours, no fp32 buffer": (ours, False),
+        "constants in so, fp32 buffer": ({}, True),
+        "constants outside, default -O level, fp32 buffer": ({"aot_inductor.package_constants_in_so": False}, True),
+    }
+    work = Path(tempfile.mkdtemp(prefix="aoti-probe-"))
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    for i, (name, (options, buffer)) in enumerate(variants.items()):
+        torch.manual_seed(0)
+        module = Toy(buffer).to(device)
+        module.a.to(dtype), module.b.to(dtype)
+        x = torch.randn(8, 64, device=device, dtype=dtype)
+        with torch.no_grad():
+            y = module(x)
+        start = time.perf_counter()
+        try:
+            program = torch.export.export(module, (x,), strict=False)
+            path = Path(
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(work / f"v{i}.pt2"), inductor_configs=options
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded
+            results[name] = {"build_error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            save()
+            continue
+        torch.save({k: v.detach().cpu() for k, v in {**module.state_dict()}.items()}, str(path) + ".state")
+        torch.save(x.cpu(), str(path) + ".x")
+        torch.save(y.cpu(), str(path) + ".y")
+        row = {"build_s": round(time.perf_counter() - start, 1), "options": options}
+        row["load"] = child(path, args.device, user_managed=True)
+        results[name] = row
+        save()
+    codes = {k: v.get("rc", v.get("load", {}).get("rc")) for k, v in results.items() if isinstance(v, dict)}
+    print(json.dumps(codes))
+
+
+if __name__ == "__main__":
+    main()
