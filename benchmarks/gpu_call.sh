@@ -6,8 +6,8 @@
 #      built in the background on cores the measurements do not use, then loaded, verified and timed.
 #   B: upstream's bench_gpu.py; --backend compile (first compilation, graphs on/off, TAESD, VAE modes), the warm
 #      start in a fresh process; the whole animate command on a 60 s clip (host memory against the 10 s clip).
-#   C: the AOTInductor package of call A (split into $OUT, carried back as .gpu-pkg) with graphs in the whole
-#      animate command.
+#   C: the AOTInductor probe (toy packages; the package of call B, carried back as .gpu-pkg); the eager graphs rows;
+#      loading; the whole animate command on a 10 s and a 60 s clip.  D: loading and the animate rows only.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
 CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed
@@ -90,6 +90,13 @@ C)
   animate ${CLIP_FRAMES:-300} 10s
   animate ${LONG_FRAMES:-1798} 60s
   log "waiting for the probe"; wait $PROBE; tail -n 3 "$OUT/aoti-probe.log"
+  ;;
+D)  # the loading and whole-command rows again, after fixes (no upstream: no ratio is taken from them)
+  log load; $FG timeout 100 $PY -m benchmarks.load_breakdown --weights $W --device $DEVICE --repeat 1 \
+    --modes new,plain --threads 4 --out "$OUT/load.json" 2>&1 | tail -n 4
+  animate ${CLIP_FRAMES:-300} 10s
+  animate ${LONG_FRAMES:-1798} 60s
+  animate ${CLIP_FRAMES:-300} 10s-nographs --set runtime.cuda_graphs=false
   ;;
 esac
 log done

@@ -170,7 +170,7 @@ def run_child(args: argparse.Namespace, mode: str, threads: int) -> dict:
     command = [sys.executable, "-m", "benchmarks.load_breakdown", "--child", "--mode", mode, "--threads", str(threads)]
     command += ["--weights", str(args.weights), "--device", args.device, "--dtype", args.dtype]
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
     if proc.returncode:

@@ -63,6 +63,12 @@ def build_empty(builder: Callable[[], nn.Module], device: torch.device, dtype: t
     parameters and buffers in ``dtype`` (as ``.to(dtype)`` would cast them; integer buffers keep their type)."""
     with torch.device(device), parameters_on_meta():
         module = builder()
+    # a buffer made from host data (torch.from_numpy: the motion encoder's sin-cos table) ignores the device
+    # context; module.to(device) cannot move the meta parameters, so such buffers move one by one
+    for sub in module.modules():
+        for name, buffer in sub._buffers.items():
+            if buffer is not None and buffer.device != torch.device(device):
+                sub._buffers[name] = buffer.to(device)
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32-kept modules that these networks do not have
     return nn.Module.to(module, dtype=dtype)
 
