@@ -97,7 +97,7 @@ class Stage:
         """The run's config with ``runtime.cuda_graphs`` = ``graphs`` and other dotted-key changes."""
         from personalive.config import load_config
 
-        return load_config(None, [], {**self.extra, "runtime.cuda_graphs": graphs, **changes})
+        return load_config(None, [], {**self.extra, "runtime.cuda_graphs": "on" if graphs else "off", **changes})
 
     def models(self, dtype: torch.dtype | None = None):
         from personalive.weights import load_models

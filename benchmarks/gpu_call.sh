@@ -96,7 +96,7 @@ D)  # the loading and whole-command rows again, after fixes (no upstream: no rat
     --modes new,plain --threads 4 --out "$OUT/load.json" 2>&1 | tail -n 4
   animate ${CLIP_FRAMES:-300} 10s
   animate ${LONG_FRAMES:-1798} 60s
-  animate ${CLIP_FRAMES:-300} 10s-nographs --set runtime.cuda_graphs=false
+  animate ${CLIP_FRAMES:-300} 10s-nographs --set runtime.cuda_graphs=off
   ;;
 esac
 log done

@@ -79,7 +79,9 @@ def main() -> None:
         extra |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
 
     def config(graphs: bool, decoder: str = "vae"):
-        return load_config(options={**extra, "runtime.cuda_graphs": graphs, "model.decoder": decoder})
+        return load_config(
+            options={**extra, "runtime.cuda_graphs": "on" if graphs else "off", "model.decoder": decoder}
+        )
 
     if args.weights:  # TAESD is read from the weights folder by the step
         extra["model.weights_dir"] = str(args.weights)

@@ -53,7 +53,7 @@ class BenchOptions:
     savings: bool = True
     channels_last: bool = False
     overlap: bool | None = None  # Animator's: None = on for CUDA
-    cuda_graphs: bool = True  # runtime.cuda_graphs: on a CUDA device the step is replayed from CUDA graphs
+    cuda_graphs: str = "auto"  # runtime.cuda_graphs: on | off | auto (on for compiled backends)
     seed: int = 0
 
 

@@ -109,8 +109,8 @@ def bench(
     video_size: Annotated[str, typer.Option("--video-size", help="WIDTHxHEIGHT of that clip.")] = "640x480",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here (default: stdout).")] = None,
     graphs: Annotated[
-        bool, typer.Option("--graphs/--no-graphs", help="On a CUDA device, replay the step from CUDA graphs.")
-    ] = True,
+        str, typer.Option("--graphs", help="CUDA graphs: on, off, or auto (on for the compiled backends).")
+    ] = "auto",
 ) -> None:
     """Measure loading, the window step, the stream and a real decode/animate/encode run; print JSON."""
     import json

@@ -53,6 +53,15 @@ class CropMode(Choice):
     stretch = "stretch"
 
 
+class CudaGraphs(Choice):
+    # auto: on for the compiled backends (compile, aoti), off for eager. Measured on an H200 (benchmarks/RESULTS.md):
+    # graphs take the eager step from 186 to 179 ms, but every keyframe count costs a capture (~0.6 s), which a
+    # 96-frame stream with 3 keyframes did not win back (14.0 fps against 16.9 without)
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class Decoder(Choice):
     vae = "vae"  # the KL VAE (sd-vae-ft-mse), as released
     taesd = "taesd"  # the tiny autoencoder's decoder (taesd/): faster, another picture (docs/engines.md)
@@ -146,7 +155,7 @@ class RuntimeConfig:
     engine_dir: str = "engines"
     compile_unet_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]  # --backend compile, per network
     compile_vae_mode: CompileMode = CompileMode.max_autotune  # type: ignore[valid-type]
-    cuda_graphs: bool = True  # on a CUDA device, every backend: the whole step replayed from CUDA graphs
+    cuda_graphs: CudaGraphs = CudaGraphs.auto  # on a CUDA device: the whole step replayed from CUDA graphs
 
 
 @dataclass

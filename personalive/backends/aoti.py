@@ -352,7 +352,9 @@ class AOTIStep:
         )
         module = build_window_module(models, config).eval()
         runner = AOTIRunner(path, module, module.input_names, device)
-        return cls(runner, module, cuda_graphs=config.runtime.cuda_graphs)
+        from personalive.backends.graphs import use_graphs
+
+        return cls(runner, module, cuda_graphs=use_graphs(config.runtime.cuda_graphs, compiled=True))
 
     @property
     def input_names(self) -> list[str]:

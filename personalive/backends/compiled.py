@@ -7,8 +7,8 @@ either way; the separate timing in benchmarks/engine_gpu.py did not run yet), th
 pose guider and motion encoder in the default mode. Only the reference features' token axis is dynamic (it grows
 by one reference image per history keyframe), so one compilation serves every keyframe count.
 
-CUDA graphs (CUDA devices, ``runtime.cuda_graphs``): the whole compiled step -- conditioning, every UNet call and
-DDIM jump, the decode and the shift -- is captured once per keyframe count and replayed
+CUDA graphs (CUDA devices, ``runtime.cuda_graphs`` ``auto`` or ``on``): the whole compiled step -- conditioning,
+every UNet call and DDIM jump, the decode and the shift -- is captured once per keyframe count and replayed
 (:mod:`personalive.backends.graphs`, shared with the eager and AOTInductor backends); inductor's own CUDA graphs
 stay off, since the step is captured whole.
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from personalive.backends.eager import EagerWindowStep
+from personalive.backends.graphs import use_graphs
 from personalive.pipeline.window import WindowStepModule, build_window_module
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class CompiledWindowStep(EagerWindowStep):
             build_window_module(models, config),
             unet_mode=r.compile_unet_mode if gpu else "default",
             vae_mode=r.compile_vae_mode if gpu else "default",
-            cuda_graphs=r.cuda_graphs,
+            cuda_graphs=use_graphs(r.cuda_graphs, compiled=True),
         )
 
     def _plain_call(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from personalive.backends.graphs import GraphedStep
+from personalive.backends.graphs import GraphedStep, use_graphs
 from personalive.errors import PersonaLiveError
 from personalive.pipeline.window import OUTPUT_NAMES, WINDOW_STEP_NETWORKS, WindowStepModule, build_window_module
 
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 class EagerWindowStep:
     """A :class:`~personalive.pipeline.window.WindowStep` that runs :class:`WindowStepModule` eagerly; on a CUDA
-    device with ``cuda_graphs`` (``runtime.cuda_graphs``, on by default) replayed from CUDA graphs
-    (:mod:`personalive.backends.graphs`): the same kernels, without the host's launch cost."""
+    device with ``cuda_graphs`` (``runtime.cuda_graphs=on``; ``auto`` leaves them off for eager) replayed from CUDA
+    graphs (:mod:`personalive.backends.graphs`): the same kernels, without the host's launch cost."""
 
     name = "eager"
     networks: tuple[str, ...] = WINDOW_STEP_NETWORKS
@@ -36,7 +36,8 @@ class EagerWindowStep:
     def from_models(
         cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
     ) -> EagerWindowStep:
-        return cls(build_window_module(models, config), cuda_graphs=config.runtime.cuda_graphs)
+        graphs = use_graphs(config.runtime.cuda_graphs, compiled=False)
+        return cls(build_window_module(models, config), cuda_graphs=graphs)
 
     @property
     def feature_names(self) -> list[str]:

@@ -57,6 +57,12 @@ class GraphedStep:
         return captured.replay(inputs)
 
 
+def use_graphs(setting: object, compiled: bool) -> bool:
+    """``runtime.cuda_graphs`` for a backend: ``on``/``off``, or ``auto`` = on for compiled steps only."""
+    value = str(setting)
+    return value == "on" or (value == "auto" and compiled)
+
+
 def first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 

@@ -10,19 +10,19 @@ import torch
 
 from personalive.backends.eager import EagerWindowStep
 from personalive.backends.graphs import GraphedStep
-from personalive.config import RunConfig
+from personalive.config import CudaGraphs, RunConfig
 from personalive.pipeline.window import OUTPUT_NAMES, example_window_inputs
 
 
 def _config(size: int, graphs: bool) -> RunConfig:
     config = RunConfig()
     config.generation.height = config.generation.width = size
-    config.runtime.cuda_graphs = graphs
+    config.runtime.cuda_graphs = CudaGraphs.on if graphs else CudaGraphs.off
     return config
 
 
 def test_graphs_pass_through_on_the_cpu(tiny_weights):
-    """runtime.cuda_graphs is on by default; on a CPU the step runs as before, output for output."""
+    """runtime.cuda_graphs=on: on a CPU the step runs as before, output for output."""
     from personalive.weights import load_models
 
     models = load_models(tiny_weights, torch.float32, "cpu")
@@ -76,3 +76,27 @@ def test_a_step_that_cannot_be_captured_runs_uncaptured_with_a_warning(caplog):
     assert torch.equal(out["y"], x)
     assert not step.enabled and "CUDA graph capture failed" in caplog.text
     assert torch.equal(step({"x": -x})["y"], torch.zeros(4, device="cuda"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "compiled", "expected"),
+    [("auto", True, True), ("auto", False, False), ("on", False, True), ("off", True, False)],
+)
+def test_auto_means_graphs_for_compiled_backends_only(setting, compiled, expected):
+    from personalive.backends.graphs import use_graphs
+
+    assert use_graphs(CudaGraphs(setting), compiled) is expected
+
+
+def test_backends_read_the_setting(tiny_weights):
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.config import load_config
+    from personalive.weights import load_models
+
+    models = load_models(tiny_weights, torch.float32, "cpu")
+    auto = load_config(options={"generation.height": 64, "generation.width": 64})
+    assert auto.runtime.cuda_graphs == CudaGraphs.auto
+    assert EagerWindowStep.from_models(models, auto, torch.device("cpu")).graphed is None
+    assert CompiledWindowStep.from_models(models, auto, torch.device("cpu")).graphed is not None  # not compiled yet
+    with pytest.raises(Exception, match="cuda_graphs"):
+        load_config(options={"runtime.cuda_graphs": "sometimes"})
