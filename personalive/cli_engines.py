@@ -41,8 +41,9 @@ def build_engine(
         str | None,
         typer.Option(
             "--format",
-            help="tensorrt (ONNX export + TensorRT; the default where TensorRT is installed) or aoti "
-            "(an AOTInductor package, the default elsewhere).",
+            help="tensorrt (ONNX export + TensorRT; the default where TensorRT is installed), aoti "
+            "(an AOTInductor package, the default elsewhere) or compile-cache (inductor's compiled code for "
+            "--backend compile).",
         ),
     ] = None,
 ) -> None:
@@ -70,7 +71,10 @@ def build_engine(
 
 def verify_engine(
     path: Annotated[
-        Path, typer.Argument(help="A .engine (TensorRT), .onnx (onnxruntime) or .pt2 (AOTInductor) file.")
+        Path,
+        typer.Argument(
+            help="A .engine (TensorRT), .onnx (onnxruntime), .pt2 (AOTInductor) or .ptcache (compile cache)."
+        ),
     ],
     weights: WeightsOpt = None,
     config: ConfigOpt = None,

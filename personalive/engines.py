@@ -60,7 +60,7 @@ def _paths(out: Path | None, engine_dir: str, weights_hash: str, subset: dict, p
     return out.with_suffix(".onnx"), out
 
 
-ENGINE_FORMATS = ("tensorrt", "aoti")
+ENGINE_FORMATS = ("tensorrt", "aoti", "compile-cache")
 
 
 def default_engine_format() -> str:
@@ -93,6 +93,10 @@ def build_engine(
         if onnx_only:
             raise ConfigError("--onnx-only: only with --format tensorrt (an AOTInductor package has no ONNX step)")
         return build_aoti_engine(config, out=out, max_keyframes=max_keyframes, verify=verify)
+    if engine_format == "compile-cache":
+        if onnx_only:
+            raise ConfigError("--onnx-only: only with --format tensorrt (a compile cache has no ONNX step)")
+        return build_compile_cache(config, out=out, max_keyframes=max_keyframes, verify=verify)
 
     from personalive.backends.onnx import export_window_step
 
@@ -179,8 +183,44 @@ def build_aoti_engine(config: RunConfig, *, out: Path | None, max_keyframes: int
     return path
 
 
+def build_compile_cache(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
+    """``build-engine --format compile-cache``: inductor's compilation of the step, saved (docs/engines.md)."""
+    from personalive.backends import aoti
+    from personalive.backends import compile_cache_engine as cc
+
+    precision, k, device = _engine_options(config, max_keyframes)
+    models = _load_models(config, precision, device)
+    subset = artifacts.config_subset(config)
+    path = Path(out) if out is not None else None
+    if path is None:
+        facts = aoti.device_facts(device)
+        path = cc.default_cache_path(config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts)
+    elif path.suffix != cc.CACHE_SUFFIX:
+        raise ConfigError(f"--out {path}: a compile cache is a {cc.CACHE_SUFFIX} file")
+    command = cc.rebuild_command(config, k)
+    meta = cc.build_cache(models, config, path, precision=precision, k=k, device=device, build_command=command)
+    artifacts.write_sidecar(path, meta)
+    del models
+    if verify:
+        verify_engine(config, path, meta)
+    return path
+
+
+def _open_compile_cache(path: Path, config: RunConfig, precision: str, device):
+    """--backend compile on freshly loaded networks in ``precision``, with the cache at ``path`` loaded."""
+    from personalive.backends.compiled import CompiledWindowStep
+
+    models = _load_models(config, precision, device)
+    return CompiledWindowStep.from_models(models, config, device, engine=path)
+
+
 def _open_runner(path: Path, meta: artifacts.Sidecar, device):
     """A callable running the artifact, checked against this machine first (before any model loads)."""
+    if path.suffix == ".ptcache":
+        from personalive.backends import compile_cache_engine
+
+        compile_cache_engine.check_cache(meta, path, device, rebuild=meta.build_command)
+        return lambda config: _open_compile_cache(path, config, meta.precision, device)
     if path.suffix == ".pt2":
         from personalive.backends import aoti
 

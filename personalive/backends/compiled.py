@@ -66,8 +66,13 @@ class CompiledWindowStep(EagerWindowStep):
     def from_models(
         cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
     ) -> CompiledWindowStep:
+        from personalive.backends.compile_cache_engine import find_cache, load_cache
+
         r = config.runtime
         gpu = torch.device(device).type == "cuda"  # max-autotune: a GPU probe (VAE decode 67 -> 29 ms); CPU: default
+        cache = find_cache(models, config, torch.device(device), engine)  # build-engine --format compile-cache
+        if cache is not None:
+            load_cache(cache)
         return cls(
             build_window_module(models, config),
             unet_mode=r.compile_unet_mode if gpu else "default",

@@ -1,0 +1,191 @@
+"""Precompiled caches for ``--backend compile``: the engine that loads where AOTInductor packages cannot.
+
+On the H200 this project measures on (torch 2.11.0+cu130), ``aoti_load_package`` segfaults for every CUDA
+package, the full-size window step and a 64x64 toy alike, whatever the packaging options
+(``benchmarks/aoti_probe.py``, benchmarks/RESULTS.md); on the CPU the same packages load and run. So the engine
+for CUDA machines is the other thing the issue names: inductor's own compilation results, made portable.
+
+``personalive build-engine --format compile-cache`` compiles the window step once (``--backend compile``'s
+networks, one window with 0 and one with 1 history keyframe: the token axis is dynamic, so one compilation serves
+every count) and writes what inductor produced -- FX graphs, generated kernels, autotuning results -- as one file
+(``torch.compiler.save_cache_artifacts``) under ``engines/``, with the sidecar every engine has (torch and CUDA
+versions, device, GPU, precision, weights hash, config, keyframes). ``--backend compile`` finds it (or takes
+``--engine FILE``), checks the sidecar like any engine's and hands the file to ``torch.compiler.
+load_cache_artifacts`` before its first compilation: a new process, on another machine of the same kind too, then
+skips code generation and autotuning. The networks still trace once per process (dynamo), and the cache holds
+no weights (the step's parameters are ordinary inputs to the compiled graphs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from personalive.errors import InputError, PersonaLiveError
+
+log = logging.getLogger(__name__)
+
+CACHE_SUFFIX = ".ptcache"
+KIND = "compile-cache"
+
+
+class CompileCacheError(PersonaLiveError):
+    """A compile cache could not be built or loaded."""
+
+
+def default_cache_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
+    """``engines/<stem>-<sm90|cpu>-torch<version>.ptcache``; used by build-engine and by the backend's lookup."""
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_tag
+
+    stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
+    version = str(facts["torch_version"]).replace("+", "-")
+    return Path(engine_dir) / f"{stem}-{device_tag(facts)}-torch{version}{CACHE_SUFFIX}"
+
+
+def rebuild_command(config: Any, k: int) -> str:
+    from personalive.backends import artifacts
+
+    subset = artifacts.config_subset(config)
+    command = artifacts.build_command(None, config.model.weights_dir, subset, str(config.model.dtype), k)
+    return f"{command} --format {KIND} --device {config.runtime.device}"
+
+
+def build_cache(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):
+    """Compile the window step of ``models`` (in ``precision`` on ``device``) and write inductor's artifacts to
+    ``path`` (atomically). Returns the sidecar (not yet written)."""
+    import torch
+
+    from personalive import __version__
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_facts
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.backends.onnx import window_step_io
+    from personalive.environment import torch_dtype
+    from personalive.pipeline.window import example_window_inputs
+
+    dtype = torch_dtype(precision)
+    torch.compiler.reset()  # only this step's compilation goes into the artifacts
+    step = CompiledWindowStep.from_models(models, config, device)
+    step.graphed = None  # graphs are per process; the cache holds the compiled code
+    generator = torch.Generator(device=device).manual_seed(0)
+    base = example_window_inputs(models, config, device, dtype, num_keyframes=0, generator=generator)
+    t0 = time.perf_counter()
+    outputs = step(base)
+    if k > 0:  # the first call with more reference tokens marks the axis dynamic; compile that graph too
+        step(example_window_inputs(models, config, device, dtype, num_keyframes=1, generator=generator))
+    compile_s = time.perf_counter() - t0
+    saved = torch.compiler.save_cache_artifacts()
+    if saved is None:
+        raise CompileCacheError(f"{path}: torch.compiler.save_cache_artifacts returned nothing to save")
+    data, _info = saved
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    log.info("compiled the window step in %.0f s; wrote %s (%.1f MB)", compile_s, path, len(data) / 1e6)
+    specs = [artifacts.TensorSpec(n, str(t.dtype).removeprefix("torch."), list(t.shape)) for n, t in outputs.items()]
+    specs_in, specs_out = window_step_io(base, specs, k)
+    facts = device_facts(device)
+    return artifacts.Sidecar(
+        kind=KIND,
+        precision=precision,
+        weights_hash=models.weights_hash,
+        config=artifacts.config_subset(config),
+        max_keyframes=k,
+        inputs=specs_in,
+        outputs=specs_out,
+        personalive_version=__version__,
+        build_command=build_command,
+        gpu_name=facts["gpu_name"],
+        compute_capability=facts["compute_capability"],
+        torch_version=facts["torch_version"],
+        cuda_version=facts["cuda_version"],
+        device_type=facts["device_type"],
+        extra={
+            "compile_s": round(compile_s, 1),
+            "cache_bytes": len(data),
+            "unet_mode": str(config.runtime.compile_unet_mode),
+            "vae_mode": str(config.runtime.compile_vae_mode),
+        },
+    )
+
+
+def check_cache(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
+    """The sidecar against this machine (device, torch, CUDA, GPU) and, when given, the run (weights, config...)."""
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_facts
+
+    if meta.kind != KIND:
+        raise InputError(f"{path}: the sidecar describes a {meta.kind!r} artifact, not a compile cache")
+    facts = device_facts(device)
+    artifacts.check_sidecar(
+        meta,
+        path,
+        rebuild=rebuild,
+        device_type=facts["device_type"],
+        torch_version=facts["torch_version"],
+        cuda_version=facts["cuda_version"] if facts["device_type"] == "cuda" else None,
+        compute_capability=facts["compute_capability"],
+        gpu_name=facts["gpu_name"],
+        **facts_of_run,
+    )
+
+
+def load_cache(path: Path) -> None:
+    """Hand the artifacts to inductor (before the first compilation of the process)."""
+    import torch
+
+    t0 = time.perf_counter()
+    quiet = logging.getLogger("torch.compiler._cache")  # it logs a traceback for a damaged file, then returns None
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        info = torch.compiler.load_cache_artifacts(Path(path).read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise CompileCacheError(f"{path}: not a compile cache torch can load ({reason}); rebuild it") from exc
+    finally:
+        quiet.setLevel(level)
+    if info is None:  # torch's own reading failed (damaged, truncated, or written by another version)
+        raise CompileCacheError(f"{path}: not a compile cache torch can load (damaged or truncated); rebuild it")
+    log.info("compile cache %s loaded in %.1f s", path, time.perf_counter() - t0)
+
+
+def find_cache(models: Any, config: Any, device, engine: str | Path | None) -> Path | None:
+    """The cache for this run: ``engine`` when given (it must exist and match), else the default path when a file
+    is there (checked the same way), else None (the backend compiles from scratch, as without caches)."""
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_facts
+
+    k = artifacts.engine_keyframes(config)
+    rebuild = rebuild_command(config, k)
+    if engine is not None:
+        path = Path(engine)
+        if not path.is_file():
+            raise InputError(f"--engine {path}: file not found; build one with `{rebuild}`")
+    elif getattr(models, "weights_hash", None) is None:
+        return None  # a model set that did not come from a weights folder has no engines
+    else:
+        subset = artifacts.config_subset(config)
+        path = default_cache_path(
+            config.runtime.engine_dir, models.weights_hash, subset, str(config.model.dtype), k, device_facts(device)
+        )
+        if not path.is_file():
+            return None
+    check_cache(
+        artifacts.read_sidecar(path),
+        path,
+        device,
+        rebuild=rebuild,
+        weights_hash=models.weights_hash,
+        config=artifacts.config_subset(config),
+        precision=str(config.model.dtype),
+        max_keyframes=k,
+    )
+    return path
