@@ -2,7 +2,7 @@
 
     python -m benchmarks.engine_gpu STAGE --weights DIR --out DIR [--size full|tiny] [--device cuda|cpu]
 
-Stages (each appends its rows to ``OUT/engine-<stage>.json``; benchmarks/gpu_engine.sh runs them in order):
+Stages (each appends its rows to ``OUT/engine-<stage>.json``; benchmarks/gpu_call.sh runs them):
 
 * ``init``: random weights in the official layout (+ ``taesd/``) unless there.
 * ``aoti-build``: export + AOTInductor package of the fp16 step (max 3 keyframes); export and compile seconds.
