@@ -42,12 +42,30 @@ def test_compiled_step_equals_eager_step_on_stand_in_networks():
     _assert_same_step(stub_models(), _config(64))
 
 
+def _rel(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    """verify-engine's measure: max|a - b| / max|b| (personalive/backends/verify.py)."""
+    return ((actual.double() - reference).abs().max() / reference.abs().max()).item()
+
+
 @pytest.mark.slow
 def test_compiled_step_equals_eager_step_on_tiny_weights(tiny_weights):
+    """Against an fp64 eager reference: the random tiny UNet on RMS-40 motion tokens is ill-conditioned (eager
+    fp32 itself is 2.3e-2 off fp64 on frames, 4.9e-2 on next_latents, measured 2026-12-02), so compiled and
+    eager fp32 cannot agree to 1e-4; the compiled step must be as close to fp64 as eager fp32 is (factor 4)."""
     from personalive.weights import load_models
 
+    config, cpu = _config(128), torch.device("cpu")
     models = load_models(tiny_weights, torch.float32, "cpu")
-    _assert_same_step(models, _config(128), keyframes=(0,))
+    inputs = example_window_inputs(models, config, cpu, torch.float32, 0, torch.Generator().manual_seed(0))
+    eager = EagerWindowStep.from_models(models, config, cpu)(inputs)
+    actual = CompiledWindowStep.from_models(models, config, cpu)(inputs)
+    models64 = load_models(tiny_weights, torch.float64, "cpu")
+    inputs64 = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+    exact = EagerWindowStep.from_models(models64, config, cpu)(inputs64)
+    assert list(actual) == list(OUTPUT_NAMES)
+    for name in OUTPUT_NAMES:
+        floor = 1e-5  # well-conditioned outputs (pose features, motion tokens): fp32 rounding only
+        assert _rel(actual[name], exact[name]) <= 4 * max(_rel(eager[name], exact[name]), floor), name
 
 
 @pytest.mark.gpu
