@@ -57,5 +57,6 @@ def test_bench_with_weights_reports_the_load_breakdown(tmp_path, tiny_weights):
         "reference_unet",
         "denoising_unet",
     }
-    assert 0 < breakdown["seconds"] <= load["seconds"] and breakdown["gib_copied"] > 0
+    # both rounded to 10 ms apiece: the loader's own total may round one step above the outer one
+    assert 0 < breakdown["seconds"] <= load["seconds"] + 0.01 and breakdown["gib_copied"] > 0
     assert breakdown["peak_rss_gib"] >= breakdown["rss_start_gib"] > 0
