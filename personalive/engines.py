@@ -185,8 +185,11 @@ def build_aoti_engine(config: RunConfig, *, out: Path | None, max_keyframes: int
 
 def build_compile_cache(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
     """``build-engine --format compile-cache``: inductor's compilation of the step, saved (docs/engines.md)."""
+    import torch
+
     from personalive.backends import aoti
     from personalive.backends import compile_cache_engine as cc
+    from personalive.backends.compiled import CompiledWindowStep
 
     precision, k, device = _engine_options(config, max_keyframes)
     models = _load_models(config, precision, device)
@@ -198,7 +201,9 @@ def build_compile_cache(config: RunConfig, *, out: Path | None, max_keyframes: i
     elif path.suffix != cc.CACHE_SUFFIX:
         raise ConfigError(f"--out {path}: a compile cache is a {cc.CACHE_SUFFIX} file")
     command = cc.rebuild_command(config, k)
-    meta = cc.build_cache(models, config, path, precision=precision, k=k, device=device, build_command=command)
+    torch.compiler.reset()  # only this step's compilation goes into the artifacts
+    step = CompiledWindowStep.from_models(models, config, device)
+    meta = cc.build_cache(step, models, config, path, precision=precision, k=k, device=device, build_command=command)
     artifacts.write_sidecar(path, meta)
     del models
     if verify:

@@ -54,22 +54,22 @@ def rebuild_command(config: Any, k: int) -> str:
     return f"{command} --format {KIND} --device {config.runtime.device}"
 
 
-def build_cache(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):
-    """Compile the window step of ``models`` (in ``precision`` on ``device``) and write inductor's artifacts to
-    ``path`` (atomically). Returns the sidecar (not yet written)."""
+def build_cache(
+    step: Any, models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str
+):
+    """Compile ``step`` (a fresh ``CompiledWindowStep`` of ``models``, in ``precision`` on ``device``; passed in so
+    that this module does not import the backend that imports it) and write inductor's artifacts to ``path``
+    (atomically). Returns the sidecar (not yet written)."""
     import torch
 
     from personalive import __version__
     from personalive.backends import artifacts
     from personalive.backends.aoti import device_facts
-    from personalive.backends.compiled import CompiledWindowStep
     from personalive.backends.onnx import window_step_io
     from personalive.environment import torch_dtype
     from personalive.pipeline.window import example_window_inputs
 
     dtype = torch_dtype(precision)
-    torch.compiler.reset()  # only this step's compilation goes into the artifacts
-    step = CompiledWindowStep.from_models(models, config, device)
     step.graphed = None  # graphs are per process; the cache holds the compiled code
     generator = torch.Generator(device=device).manual_seed(0)
     base = example_window_inputs(models, config, device, dtype, num_keyframes=0, generator=generator)

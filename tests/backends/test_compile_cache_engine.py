@@ -121,7 +121,13 @@ def test_a_new_process_loads_the_cache_and_compiles_nothing_again(tmp_path, monk
     models = stub_models()
     models.weights_hash = "0" * 64
     path = tmp_path / "step.ptcache"
-    meta = cc.build_cache(models, config, path, precision="fp32", k=3, device=torch.device("cpu"), build_command="b")
+    from personalive.backends.compiled import CompiledWindowStep
+
+    torch.compiler.reset()
+    step = CompiledWindowStep.from_models(models, config, torch.device("cpu"))
+    meta = cc.build_cache(
+        step, models, config, path, precision="fp32", k=3, device=torch.device("cpu"), build_command="b"
+    )
     artifacts.write_sidecar(path, meta)
     assert path.stat().st_size > 0 and meta.kind == cc.KIND and meta.extra["cache_bytes"] == path.stat().st_size
 
