@@ -214,6 +214,7 @@ class Animator:
             yield from window(inputs, last=k + w >= len(pending + padding), total=count)
         if waiting is not None:
             yield from waiting.hand_out()
+        run.decide_keyframe()
 
     def _generator_noise(self, generator: torch.Generator | None) -> NoiseSource:
         if generator is None:
@@ -243,6 +244,9 @@ class _StreamState:
         self.index = 0
         self.emitted = 0
         self.state: dict[str, torch.Tensor] = {}
+        # the last window's keyframe decision (0-dim bool on the device), its outputs and its index: read only when
+        # the next window is about to be built (decide_keyframe), so reading it does not idle the GPU
+        self.undecided: tuple[torch.Tensor, dict[str, torch.Tensor], int] | None = None
 
     def _noised_reference(self, timesteps: torch.Tensor) -> torch.Tensor:
         n = timesteps.shape[0]
@@ -277,6 +281,7 @@ class _StreamState:
     def window(self, inputs: DrivingInputs, last: bool, total: int | None = None) -> _Frames:
         """Queue one window; its output frames (at most ``total`` over the stream) come back to hand out."""
         animator, g = self.animator, self.gen
+        self.decide_keyframe()
         start = time.perf_counter()
         if self.index == 0:
             self._start(inputs)
@@ -301,27 +306,40 @@ class _StreamState:
             "pose_cond_fea": out["next_pose_cond_fea"],
             "motion_hidden_states": out["next_motion_hidden_states"],
         }
-        is_keyframe = self.bank.propose(out["new_motion_hidden_states"]) if self.bank.active(self.index) else None
         frames = _Frames(self, None, None, total)
         if self.index >= g.adaptive_steps - 1:
             frames = _Frames(self, *_to_host(out["frames"][0]), total)
+        if self.bank.active(self.index):
+            self.undecided = (self.bank.propose(out["new_motion_hidden_states"]), out, self.index)
         animator.stats.denoising += time.perf_counter() - start
-        if is_keyframe is not None and bool(is_keyframe):  # a host wait: the next window needs the decision
-            self._add_keyframe(out)
         self.index += 1
         animator.stats.windows += 1
         return frames
 
-    def _add_keyframe(self, out: dict[str, torch.Tensor]) -> None:
+    def decide_keyframe(self) -> None:
+        """Add the last window's keyframe if its motion asked for one (a host wait for that window's step).
+
+        Called when the next window's driving inputs are already prepared and their GPU work queued, just before
+        the next window is built, so the wait overlaps the GPU's work instead of leaving the GPU idle while the
+        host prepares; and once more at the end of the stream, so the keyframes recorded match upstream's.
+        """
+        if self.undecided is None:
+            return
+        is_keyframe, out, index = self.undecided
+        self.undecided = None
+        if bool(is_keyframe):
+            self._add_keyframe(out, index)
+
+    def _add_keyframe(self, out: dict[str, torch.Tensor], index: int) -> None:
         start = time.perf_counter()
         self.bank.accept(out["new_motion_hidden_states"])
         clean = out["clean_latents"][:, :, 0]  # (1, 4, h, w): the frame this window emitted
         keyframe = feature_extractor(self.animator.models)(clean, self.ref.embeddings)
         self.features = append_keyframe(self.features, self.animator.step.project_reference(keyframe))
         self.animator.stats.keyframes_added += 1
-        self.animator.stats.keyframe_windows.append(self.index)
+        self.animator.stats.keyframe_windows.append(index)
         self.animator.stats.keyframes += time.perf_counter() - start
-        logger.debug("history keyframe added in window %d (%d so far)", self.index, self.bank.added)
+        logger.debug("history keyframe added in window %d (%d so far)", index, self.bank.added)
 
 
 def _to_host(frames: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
