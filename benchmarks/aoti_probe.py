@@ -13,18 +13,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
 CHILD = r"""
-import sys, torch
+import sys, time
+t0 = time.perf_counter()
+import torch
 path, device, user_managed = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 index = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+print(f"torch imported {time.perf_counter() - t0:.1f}s", flush=True)
+if device == "cuda":
+    torch.zeros(1, device=device)
+    print(f"cuda ready {time.perf_counter() - t0:.1f}s", flush=True)
 print("loading", flush=True)
 model = torch._inductor.aoti_load_package(path, device_index=index)
 print("loaded; constants", len(model.get_constant_fqns()), flush=True)
@@ -55,20 +63,60 @@ class Toy(torch.nn.Module):
         return self.b(h)
 
 
-def child(path: Path, device: str, user_managed: bool, index: int = -1) -> dict:
+def child(path: Path, device: str, user_managed: bool, index: int = -1, debugger: bool = False) -> dict:
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", "-c", CHILD, str(path), device, str(int(user_managed)), str(index)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = [
+        sys.executable,
+        "-X",
+        "faulthandler",
+        "-c",
+        CHILD,
+        str(path),
+        device,
+        str(int(user_managed)),
+        str(index),
+    ]
+    if debugger:  # cuda-gdb is the machine's only debugger; it also debugs host code: the native stack at the crash
+        command = ["cuda-gdb", "-batch", "-ex", "run", "-ex", "bt 40", "-ex", "info sharedlibrary", "--args", *command]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:400]}
     return {
         "rc": proc.returncode,
         "seconds": round(time.perf_counter() - start, 1),
-        "stdout": proc.stdout[-600:],
-        "stderr": proc.stderr[-1200:] if proc.returncode else "",
+        "stdout": proc.stdout[-(6000 if debugger else 600) :],
+        "stderr": proc.stderr[-1200:] if proc.returncode or debugger else "",
     }
+
+
+def shell(command: str) -> str:
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+    return (proc.stdout + proc.stderr)[-3000:]
+
+
+def environment(package: Path | None) -> dict:
+    """The toolchain AOTInductor compiled with, and the libraries the package's shared object links."""
+    from torch.utils import cpp_extension
+
+    facts = {
+        "CUDA_HOME": str(cpp_extension.CUDA_HOME),
+        "nvcc": shell("nvcc --version | tail -n 2"),
+        "cxx": shell("${CXX:-g++} --version | head -n 1"),
+        "torch_cuda": torch.version.cuda,
+        "libcudart_loaded": shell(f"grep -o '/[^ ]*libcudart[^ ]*' /proc/{os.getpid()}/maps | sort -u"),
+        "mounts_tmp": shell("grep -E ' /tmp | / ' /proc/mounts"),
+    }
+    if package is not None:
+        work = Path(tempfile.mkdtemp(prefix="aoti-unzip-"))
+        with zipfile.ZipFile(package) as archive:
+            names = archive.namelist()
+            facts["package_files"] = [n for n in names if not n.endswith((".json", ".py"))][:40]
+            for name in names:
+                if name.endswith(".so"):
+                    archive.extract(name, work)
+                    facts[f"ldd {Path(name).name}"] = shell(f"ldd {work / name}")
+    return facts
 
 
 def main() -> None:
@@ -76,8 +124,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="cuda")
     p.add_argument("--package", type=Path, action="append", default=[])
+    p.add_argument("--debugger", action="store_true", help="also load the first toy under cuda-gdb (native stack)")
     args = p.parse_args()
     results: dict = {"torch": torch.__version__}
+    if args.device == "cuda":
+        torch.zeros(1, device="cuda")  # so that the loaded libcudart shows in the process map
 
     def save() -> None:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
@@ -120,6 +171,10 @@ def main() -> None:
         torch.save(y.cpu(), str(path) + ".y")
         row = {"build_s": round(time.perf_counter() - start, 1), "options": options}
         row["load"] = child(path, args.device, user_managed=True)
+        if i == 0:
+            results["environment"] = environment(path)
+            if args.debugger:
+                row["load_under_cuda_gdb"] = child(path, args.device, user_managed=True, debugger=True)
         results[name] = row
         save()
     codes = {k: v.get("rc", v.get("load", {}).get("rc")) for k, v in results.items() if isinstance(v, dict)}

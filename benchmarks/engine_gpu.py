@@ -12,6 +12,9 @@ Stages (each appends its rows to ``OUT/engine-<stage>.json``; benchmarks/gpu_cal
   time with 0 and 3 keyframes; VAE decode of 4 frames alone: eager, inductor default, max-autotune; the TAESD
   decoder: eager and compiled step time.
 * ``compile-warm``: a fresh process on the same compile cache: seconds from start to the first window's output.
+* ``cc-build`` / ``cc-run``: ``build-engine --format compile-cache``; then, in a fresh process with an empty inductor
+  cache, the cache loaded and the first window (warm start), step times, ``verify-engine`` on the ``.ptcache``.
+* ``vae``: the VAE decode of 4 frames alone: eager, inductor default, max-autotune-no-cudagraphs.
 
 Times are CUDA-event medians after warm-up (host timers on the CPU, for smoke tests at tiny size).
 """
@@ -264,6 +267,63 @@ def stage_compile_warm(s: Stage) -> None:
     )
 
 
+def cache_path(args: argparse.Namespace) -> Path:
+    return args.work / f"window_step-{args.size}-{args.dtype}.ptcache"
+
+
+def stage_cc_build(s: Stage) -> None:
+    """``build-engine --format compile-cache`` (the product's code path) with the product's compile modes."""
+    from personalive.backends import artifacts
+    from personalive.engines import build_engine
+
+    t0 = time.perf_counter()
+    path = build_engine(s.config, out=cache_path(s.args), max_keyframes=3, engine_format="compile-cache")
+    s.record(
+        what="compile-cache build-engine",
+        seconds=round(time.perf_counter() - t0, 1),
+        file_bytes=path.stat().st_size,
+        **artifacts.read_sidecar(path).extra,
+    )
+
+
+def stage_cc_run(s: Stage) -> None:
+    """A fresh process (the caller gives it an empty inductor cache folder): load the networks, load the compile
+    cache, first window; then step times and ``verify-engine`` on the .ptcache against the fp32 eager step."""
+    from personalive.backends import artifacts
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.engines import verify_engine
+
+    path = cache_path(s.args)
+    models = s.models()
+    inputs = s.inputs(models, 0)
+    t0 = time.perf_counter()
+    step = CompiledWindowStep.from_models(models, s.config, s.device, engine=path)
+    loaded = time.perf_counter() - t0
+    step(inputs)
+    sync()
+    s.record(
+        what="compile-cache warm start (cache loaded, first window)",
+        cache_load_s=round(loaded, 1),
+        seconds=round(time.perf_counter() - t0, 1),
+        process_s=round(time.perf_counter() - T_START, 1),
+        inductor_cache=os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+    )
+    _step_rows(s, "compile-cache+graphs", step, models)
+    del step, models
+    t0 = time.perf_counter()
+    try:
+        result = verify_engine(s.config, path, artifacts.read_sidecar(path), draws=3)
+        row = {"passed": True, "keyframes": result.keyframes, "lines": result.lines()}
+    except Exception as exc:  # noqa: BLE001 - recorded
+        row = {"passed": False, "error": str(exc)[:600]}
+    s.record(what="compile-cache verify-engine", seconds=round(time.perf_counter() - t0, 1), **row)
+
+
+def stage_vae(s: Stage) -> None:
+    """The VAE decode of one window alone in each compile mode (the max-autotune row call B could not reach)."""
+    _vae_rows(s, s.models())
+
+
 def stage_lean(s: Stage) -> None:
     """The rows a short call can afford: TAESD eager, compile + CUDA graphs (default modes) and with TAESD, k=0."""
     from personalive.backends.compiled import CompiledWindowStep
@@ -288,6 +348,9 @@ STAGES = {
     "aoti-run": stage_aoti_run,
     "compile": stage_compile,
     "compile-warm": stage_compile_warm,
+    "cc-build": stage_cc_build,
+    "cc-run": stage_cc_run,
+    "vae": stage_vae,
 }
 
 

@@ -8,6 +8,8 @@
 #      start in a fresh process; the whole animate command on a 60 s clip (host memory against the 10 s clip).
 #   C: the AOTInductor probe (toy packages; the package of call B, carried back as .gpu-pkg); the eager graphs rows;
 #      loading; the whole animate command on a 10 s and a 60 s clip.  D: loading and the animate rows only.
+#   E: the sync probe, end to end, LOAD's branch (carry .gpu-load), the AOTInductor probe under cuda-gdb.
+#   F: build-engine --format compile-cache, its warm start in a fresh process and verify-engine; bf16 / fp8 rows.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
 CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed
@@ -97,6 +99,38 @@ D)  # the loading and whole-command rows again, after fixes (no upstream: no rat
   animate ${CLIP_FRAMES:-300} 10s
   animate ${LONG_FRAMES:-1798} 60s
   animate ${CLIP_FRAMES:-300} 10s-nographs --set runtime.cuda_graphs=off
+  ;;
+E)  # third session: where the host waits (sync probe), end to end after the keyframe-decision change, LOAD's
+    # background copier (branch `load`, carried as .gpu-load/tree) against main's loader, the whole command
+  log "aoti probe with cuda-gdb (background, cores 8-15)"
+  ($BG timeout 480 $PY -m benchmarks.aoti_probe --out "$OUT/aoti-probe.json" --device $DEVICE --debugger \
+    > "$OUT/aoti-probe.log" 2>&1; echo "probe rc=$?" >> "$OUT/aoti-probe.log") &
+  PROBE=$!
+  upstream
+  log "sync probe"; $FG timeout 200 $PY -m benchmarks.sync_probe --out "$OUT/sync.json" --size $SIZE --device $DEVICE \
+    --frames ${SYNC_FRAMES:-64} 2>&1 | grep -v Warning | tail -n 3
+  log graphs; $FG timeout 240 $PY -m benchmarks.graphs_gpu --out "$OUT" --size $SIZE --device $DEVICE \
+    ${GRAPHS_ARGS:-} 2>&1 | grep -v Warning | tail -n 4
+  if [ -d .gpu-load/tree ]; then
+    log "load: branch load (copier) vs main"
+    (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD $FG timeout 150 $PY -m benchmarks.load_breakdown --weights $W \
+      --device $DEVICE --repeat 2 --modes new,plain --threads 1,4 --staging pageable,pinned \
+      --out "$OUT/load-branch.json" 2>&1 | tail -n 6)
+    (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD timeout 120 $PY -m pytest -q -p no:cacheprovider \
+      tests/weights/test_fast_load.py > "$OUT/load-branch-tests.log" 2>&1; tail -n 3 "$OUT/load-branch-tests.log")
+  fi
+  log "load: main"; $FG timeout 100 $PY -m benchmarks.load_breakdown --weights $W --device $DEVICE --repeat 2 \
+    --modes new --out "$OUT/load.json" 2>&1 | tail -n 3
+  animate ${CLIP_FRAMES:-300} 10s
+  log "waiting for the probe"; wait $PROBE; tail -n 3 "$OUT/aoti-probe.log"
+  ;;
+F)  # third session: the compile-cache engine at full size (the product's compile modes), then lower precision
+  log "compile-cache build"; TORCHINDUCTOR_CACHE_DIR=/tmp/ind-build $FG timeout ${CC_BUILD_TIMEOUT:-330} $E cc-build \
+    2>&1 | grep -v Warning | tail -n 3
+  log "compile-cache run (a fresh process, an empty inductor cache)"; rm -rf /tmp/ind-empty
+  TORCHINDUCTOR_CACHE_DIR=/tmp/ind-empty $FG timeout 170 $E cc-run 2>&1 | grep -v Warning | tail -n 8
+  log precision; $FG timeout ${PREC_TIMEOUT:-200} $PY -m benchmarks.precision_gpu --weights $W --out "$OUT/precision.json" \
+    --size $SIZE --device $DEVICE ${PREC_ARGS:-} 2>&1 | grep -v Warning | tail -n 8
   ;;
 esac
 log done
