@@ -164,15 +164,21 @@ def deviation(out: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dic
     }
 
 
-def measure(step, inputs: dict[str, torch.Tensor], device: torch.device, args: argparse.Namespace) -> dict:
-    """The first call's outputs (kept on the host) and the step's timing: CUDA-event medians after warm-up."""
+def measure(
+    step, inputs: dict[str, torch.Tensor], device: torch.device, args: argparse.Namespace, once: bool = False
+) -> dict:
+    """The first call's outputs (kept on the host) and the step's timing: CUDA-event medians after warm-up
+    (``once``: the first call's host time alone, for rows too slow to repeat in a CPU smoke test)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     outputs = {k: v.detach().cpu() for k, v in step(inputs).items()}
     first = time.perf_counter() - t0
-    stats = timed(lambda: step(inputs), warmup=args.warmup, iters=args.repeat)
+    if once:
+        stats = {"median_ms": round(1000 * first, 2), "min_ms": round(1000 * first, 2), "iters": 1}
+    else:
+        stats = timed(lambda: step(inputs), warmup=args.warmup, iters=args.repeat)
     peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
     frames = int(outputs["frames"].shape[1])
     row = {"first_call_s": round(first, 2), **stats, "fps": round(1000 * frames / stats["median_ms"], 1)}
@@ -180,7 +186,7 @@ def measure(step, inputs: dict[str, torch.Tensor], device: torch.device, args: a
 
 
 class Bench:
-    """The run: config, one set of inputs (drawn once in fp16, cast per dtype), rows written as they come."""
+    """The run: config, one set of inputs (drawn once in the baseline dtype, cast per dtype), rows as they come."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from personalive.config import load_config
@@ -234,9 +240,11 @@ class Bench:
             self.drawn = example_window_inputs(models, self.config, self.device, self.base, 0, g)
         return {k: v.to(dtype) for k, v in self.drawn.items()}
 
-    def run_row(self, name: str, models, dtype: torch.dtype, *, graphs: bool = False, **extra) -> dict:
+    def run_row(
+        self, name: str, models, dtype: torch.dtype, *, graphs: bool = False, once: bool = False, **extra
+    ) -> dict:
         step = self.step(models, graphs)
-        result = measure(step, self.inputs(models, dtype), self.device, self.args)
+        result = measure(step, self.inputs(models, dtype), self.device, self.args, once)
         if graphs:
             extra["graphs_captured"] = len(step.graphed.graphs) if step.graphed else 0
         row = {"name": name, "dtype": short(dtype), "keyframes": 0, **result["row"], **extra}
@@ -295,7 +303,13 @@ def fp8_rows(bench: Bench, models) -> None:
             bench.record({"name": label, "skipped": reason})
             continue
         swapped, left = swap_linears(models.denoising_unet, rowwise)
-        counts = {"linears_fp8": len(swapped), "linears_left": left}
+        counts = {
+            "linears_fp8": len(swapped),
+            "linears_left": left,
+            # the originals stay loaded for the restore, so peak_gpu_gib holds both; these say what fp8 would save
+            "converted_weights_gib": round(sum(o.weight.nbytes for _, _, o in swapped) / 2**30, 3),
+            "fp8_weights_gib": round(sum(o.weight.numel() for _, _, o in swapped) / 2**30, 3),
+        }
         try:
             bench.run_row(label, models, bench.base, **counts)
             if bench.device.type == "cuda":
@@ -328,7 +342,9 @@ def main() -> None:
     del models
     free(bench.device)
     bf16_models = bench.models(torch.bfloat16)
-    bench.run_row("bf16 eager", bf16_models, torch.bfloat16)
+    # bf16 convolutions on a CPU are scalar fallbacks (tiny: 11-50 s a call on 2 loaded cores): one call there
+    cpu = bench.device.type == "cpu"
+    bench.run_row("bf16 eager", bf16_models, torch.bfloat16, once=cpu, **({"timing": "one call"} if cpu else {}))
     del bf16_models
     free(bench.device)
     bench.results["total_s"] = round(time.perf_counter() - started, 1)
