@@ -77,7 +77,8 @@ def child(path: Path, device: str, user_managed: bool, index: int = -1, debugger
         str(index),
     ]
     if debugger:  # cuda-gdb is the machine's only debugger; it also debugs host code: the native stack at the crash
-        command = ["cuda-gdb", "-batch", "-ex", "run", "-ex", "bt 40", "-ex", "info sharedlibrary", "--args", *command]
+        gdb = ["-ex", "run", "-ex", "bt 40", "-ex", "info registers rip", "-ex", "x/6i $pc", "-ex", "info threads"]
+        command = ["cuda-gdb", "-batch", *gdb, "--args", *command]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -85,7 +86,7 @@ def child(path: Path, device: str, user_managed: bool, index: int = -1, debugger
     return {
         "rc": proc.returncode,
         "seconds": round(time.perf_counter() - start, 1),
-        "stdout": proc.stdout[-(6000 if debugger else 600) :],
+        "stdout": proc.stdout[-(12000 if debugger else 600) :],
         "stderr": proc.stderr[-1200:] if proc.returncode or debugger else "",
     }
 
@@ -140,6 +141,7 @@ def main() -> None:
     ours = {"aot_inductor.package_constants_in_so": False, "aot_inductor.compile_wrapper_opt_level": "O0"}
     variants = {
         "ours, fp32 buffer": (ours, True),
+        "ours, debug symbols (-g), fp32 buffer": ({**ours, "aot_inductor.debug_compile": True}, True),
         "ours, no fp32 buffer": (ours, False),
         "constants in so, fp32 buffer": ({}, True),
         "constants outside, default -O level, fp32 buffer": ({"aot_inductor.package_constants_in_so": False}, True),
@@ -173,8 +175,8 @@ def main() -> None:
         row["load"] = child(path, args.device, user_managed=True)
         if i == 0:
             results["environment"] = environment(path)
-            if args.debugger:
-                row["load_under_cuda_gdb"] = child(path, args.device, user_managed=True, debugger=True)
+        if args.debugger and i == 1:
+            row["load_under_cuda_gdb"] = child(path, args.device, user_managed=True, debugger=True)
         results[name] = row
         save()
     codes = {k: v.get("rc", v.get("load", {}).get("rc")) for k, v in results.items() if isinstance(v, dict)}

@@ -124,13 +124,22 @@ E)  # third session: where the host waits (sync probe), end to end after the key
   animate ${CLIP_FRAMES:-300} 10s
   log "waiting for the probe"; wait $PROBE; tail -n 3 "$OUT/aoti-probe.log"
   ;;
-F)  # third session: the compile-cache engine at full size (the product's compile modes), then lower precision
+F)  # third session: the compile-cache engine at full size (the product's compile modes); the AOTInductor probe
+  log "aoti probe with cuda-gdb (background, cores 8-15)"
+  ($BG timeout 500 $PY -m benchmarks.aoti_probe --out "$OUT/aoti-probe.json" --device $DEVICE --debugger \
+    > "$OUT/aoti-probe.log" 2>&1; echo "probe rc=$?" >> "$OUT/aoti-probe.log") &
+  PROBE=$!
   log "compile-cache build"; TORCHINDUCTOR_CACHE_DIR=/tmp/ind-build $FG timeout ${CC_BUILD_TIMEOUT:-330} $E cc-build \
     2>&1 | grep -v Warning | tail -n 3
   log "compile-cache run (a fresh process, an empty inductor cache)"; rm -rf /tmp/ind-empty
   TORCHINDUCTOR_CACHE_DIR=/tmp/ind-empty $FG timeout 170 $E cc-run 2>&1 | grep -v Warning | tail -n 8
-  log precision; $FG timeout ${PREC_TIMEOUT:-200} $PY -m benchmarks.precision_gpu --weights $W --out "$OUT/precision.json" \
+  log "waiting for the probe"; kill $PROBE 2>/dev/null; tail -n 2 "$OUT/aoti-probe.log"
+  ;;
+G)  # third session: upstream; bf16 / fp8; the VAE decode in each compile mode; LOAD's branch; the animate command
+  upstream
+  log precision; $FG timeout ${PREC_TIMEOUT:-220} $PY -m benchmarks.precision_gpu --weights $W --out "$OUT/precision.json" \
     --size $SIZE --device $DEVICE ${PREC_ARGS:-} 2>&1 | grep -v Warning | tail -n 8
+  log vae; $FG timeout 200 $E vae 2>&1 | grep -v Warning | tail -n 4
   ;;
 esac
 log done
