@@ -9,7 +9,8 @@
 #   C: the AOTInductor probe (toy packages; the package of call B, carried back as .gpu-pkg); the eager graphs rows;
 #      loading; the whole animate command on a 10 s and a 60 s clip.  D: loading and the animate rows only.
 #   E: the sync probe, end to end, LOAD's branch (carry .gpu-load), the AOTInductor probe under cuda-gdb.
-#   F: build-engine --format compile-cache, its warm start in a fresh process and verify-engine; bf16 / fp8 rows.
+#   F: build-engine --format compile-cache, its warm start in a fresh process and verify-engine; the AOTI probe.
+#   G: the compile cache in default modes, bf16 / fp8 (precision_gpu) beside it, LOAD's branch (carry .gpu-load).
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
 CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed
@@ -135,11 +136,27 @@ F)  # third session: the compile-cache engine at full size (the product's compil
   TORCHINDUCTOR_CACHE_DIR=/tmp/ind-empty $FG timeout 170 $E cc-run 2>&1 | grep -v Warning | tail -n 8
   log "waiting for the probe"; kill $PROBE 2>/dev/null; tail -n 2 "$OUT/aoti-probe.log"
   ;;
-G)  # third session: upstream; bf16 / fp8; the VAE decode in each compile mode; LOAD's branch; the animate command
-  upstream
-  log precision; $FG timeout ${PREC_TIMEOUT:-220} $PY -m benchmarks.precision_gpu --weights $W --out "$OUT/precision.json" \
-    --size $SIZE --device $DEVICE ${PREC_ARGS:-} 2>&1 | grep -v Warning | tail -n 8
-  log vae; $FG timeout 200 $E vae 2>&1 | grep -v Warning | tail -n 4
+G)  # third session, last call: the compile cache in the default modes (the max-autotune VAE alone overran call F's
+    # 330 s build), bf16 / fp8 alongside it on the other cores (relative rows only), LOAD's fixed branch
+  log "precision (background, cores 0-7)"
+  ($FG timeout ${PREC_TIMEOUT:-250} $PY -m benchmarks.precision_gpu --weights $W --out "$OUT/precision.json" \
+    --size $SIZE --device $DEVICE ${PREC_ARGS:-} > "$OUT/precision.log" 2>&1; echo "precision rc=$?" >> "$OUT/precision.log") &
+  PREC=$!
+  export ENGINE_SET=runtime.compile_vae_mode=default
+  log "compile-cache build (default modes, cores 8-15)"; TORCHINDUCTOR_CACHE_DIR=/tmp/ind-build $BG timeout \
+    ${CC_BUILD_TIMEOUT:-230} $E cc-build 2>&1 | grep -v Warning | tail -n 2
+  log "waiting for precision"; wait $PREC; grep -v Warning "$OUT/precision.log" | tail -n 10
+  log "compile-cache run (a fresh process, an empty inductor cache)"; rm -rf /tmp/ind-empty
+  TORCHINDUCTOR_CACHE_DIR=/tmp/ind-empty $FG timeout 140 $E cc-run 2>&1 | grep -v Warning | tail -n 8
+  unset ENGINE_SET
+  if [ -d .gpu-load/tree ]; then
+    log "load: branch load (copier) vs main"
+    (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD timeout 60 $PY -m pytest -q -p no:cacheprovider \
+      tests/weights/test_fast_load.py > "$OUT/load-branch-tests.log" 2>&1; tail -n 3 "$OUT/load-branch-tests.log")
+    (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD $FG timeout 120 $PY -m benchmarks.load_breakdown --weights $W \
+      --device $DEVICE --repeat 2 --modes new --threads 4 --staging pageable,pinned \
+      --out "$OUT/load-branch.json" 2>&1 | tail -n 4)
+  fi
   ;;
 esac
 log done
