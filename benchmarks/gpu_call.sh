@@ -118,7 +118,7 @@ E)  # third session: where the host waits (sync probe), end to end after the key
       --device $DEVICE --repeat 2 --modes new,plain --threads 1,4 --staging pageable,pinned \
       --out "$OUT/load-branch.json" 2>&1 | tail -n 6)
     (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD timeout 120 $PY -m pytest -q -p no:cacheprovider \
-      tests/weights/test_fast_load.py > "$OUT/load-branch-tests.log" 2>&1; tail -n 3 "$OUT/load-branch-tests.log")
+      tests/weights/test_fast_load.py tests/weights/test_materialize.py > "$OUT/load-branch-tests.log" 2>&1; tail -n 3 "$OUT/load-branch-tests.log")
   fi
   log "load: main"; $FG timeout 100 $PY -m benchmarks.load_breakdown --weights $W --device $DEVICE --repeat 2 \
     --modes new --out "$OUT/load.json" 2>&1 | tail -n 3
@@ -152,7 +152,7 @@ G)  # third session, last call: the compile cache in the default modes (the max-
   if [ -d .gpu-load/tree ]; then
     log "load: branch load (copier) vs main"
     (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD timeout 60 $PY -m pytest -q -p no:cacheprovider \
-      tests/weights/test_fast_load.py > "$OUT/load-branch-tests.log" 2>&1; tail -n 3 "$OUT/load-branch-tests.log")
+      tests/weights/test_fast_load.py tests/weights/test_materialize.py > "$OUT/load-branch-tests.log" 2>&1; tail -n 3 "$OUT/load-branch-tests.log")
     (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD $FG timeout 120 $PY -m benchmarks.load_breakdown --weights $W \
       --device $DEVICE --repeat 2 --modes new --threads 4 --staging pageable,pinned \
       --out "$OUT/load-branch.json" 2>&1 | tail -n 4)
