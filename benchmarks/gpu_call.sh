@@ -156,6 +156,8 @@ G)  # third session, last call: the compile cache in the default modes (the max-
     (cd .gpu-load/tree && PYTHONPATH=$SITE:$PWD $FG timeout 120 $PY -m benchmarks.load_breakdown --weights $W \
       --device $DEVICE --repeat 2 --modes new --threads 4 --staging pageable,pinned \
       --out "$OUT/load-branch.json" 2>&1 | tail -n 4)
+    log "load: main"; $FG timeout 60 $PY -m benchmarks.load_breakdown --weights $W --device $DEVICE --repeat 2 \
+      --modes new --out "$OUT/load.json" 2>&1 | tail -n 1
   fi
   ;;
 esac
