@@ -33,6 +33,9 @@ print(f"torch imported {time.perf_counter() - t0:.1f}s", flush=True)
 if device == "cuda":
     torch.zeros(1, device=device)
     print(f"cuda ready {time.perf_counter() - t0:.1f}s", flush=True)
+import re
+maps = open("/proc/self/maps").read()
+print("libstdc++ mapped:", sorted(set(re.findall(r"/\S*libstdc\+\+\S*", maps))), flush=True)
 print("loading", flush=True)
 model = torch._inductor.aoti_load_package(path, device_index=index)
 print("loaded; constants", len(model.get_constant_fqns()), flush=True)
@@ -92,8 +95,27 @@ def child(path: Path, device: str, user_managed: bool, index: int = -1, debugger
 
 
 def shell(command: str) -> str:
-    proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     return (proc.stdout + proc.stderr)[-3000:]
+
+
+def toolchain() -> dict:
+    """Is the machine's ``g++`` the compiler itself or a wrapper, and does a shared object it links need the
+    shared libstdc++ (a wrapper that links libstdc++ statically gives the package its own std::locale)?"""
+    work = Path(tempfile.mkdtemp(prefix="aoti-cxx-"))
+    (work / "t.cpp").write_text(
+        "#include <regex>\n#include <string>\nbool f(const std::string& s) "
+        '{ return std::regex_match(s, std::regex("(cpu|cuda)(:([0-9]+))?")); }\n'
+    )
+    return {
+        "which": shell("type -a g++ c++ g++-real 2>&1; ls -la $(command -v g++) $(readlink -f $(command -v g++))"),
+        "g++ file": shell("file -L $(command -v g++)"),
+        "g++ script": shell("f=$(command -v g++); file -L $f | grep -q text && head -c 1500 $f"),
+        "link line": shell(
+            f"cd {work} && g++ -v -shared -fPIC t.cpp -o t.so 2>&1 | grep -E 'collect2|ld ' | tail -c 1500"
+        ),
+        "needed": shell(f"readelf -d {work / 't.so'} | grep NEEDED"),
+    }
 
 
 def environment(package: Path | None) -> dict:
@@ -117,7 +139,26 @@ def environment(package: Path | None) -> dict:
                 if name.endswith(".so"):
                     archive.extract(name, work)
                     facts[f"ldd {Path(name).name}"] = shell(f"ldd {work / name}")
+                    facts["needed"] = shell(f"readelf -d {work / name} | grep NEEDED")
+                    facts["codecvt<char16_t> symbols defined in the wrapper (0 unless libstdc++ is linked in)"] = (
+                        shell(f"nm -C --defined-only {work / name} | grep -c 'codecvt<char16_t'")
+                    )
     return facts
+
+
+def needed(package: Path) -> str:
+    """The shared libraries the package's wrapper needs, and how many codecvt<char16_t> symbols it defines (0
+    unless libstdc++ is linked into it)."""
+    work = Path(tempfile.mkdtemp(prefix="aoti-needed-"))
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            if name.endswith(".so"):
+                archive.extract(name, work)
+                return shell(
+                    f"readelf -d {work / name} | grep NEEDED; "
+                    f"nm -C --defined-only {work / name} | grep -c 'codecvt<char16_t'"
+                )
+    return "no .so"
 
 
 def main() -> None:
@@ -126,6 +167,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--package", type=Path, action="append", default=[])
     p.add_argument("--debugger", action="store_true", help="also load the first toy under cuda-gdb (native stack)")
+    p.add_argument("--fixes", action="store_true", help="the toolchain facts and the candidate fixes only")
     args = p.parse_args()
     results: dict = {"torch": torch.__version__}
     if args.device == "cuda":
@@ -139,17 +181,28 @@ def main() -> None:
             results[f"load {package.name} device_index={index}"] = child(package, args.device, False, index)
             save()
     ours = {"aot_inductor.package_constants_in_so": False, "aot_inductor.compile_wrapper_opt_level": "O0"}
-    variants = {
+    variants: dict = {
         "ours, fp32 buffer": (ours, True),
         "ours, debug symbols (-g), fp32 buffer": ({**ours, "aot_inductor.debug_compile": True}, True),
         "ours, no fp32 buffer": (ours, False),
         "constants in so, fp32 buffer": ({}, True),
         "constants outside, default -O level, fp32 buffer": ({"aot_inductor.package_constants_in_so": False}, True),
     }
+    if args.fixes:  # fourth session: the wrapper links libstdc++ statically? link the shared one, or the compiler
+        results["toolchain"] = toolchain()
+        save()
+        real = shell("command -v g++-real").strip()
+        variants = {
+            "ours + shared libstdc++ (custom_op_libs)": ({**ours, "aot_inductor.custom_op_libs": ["stdc++"]}, True)
+        }
+        if real:
+            variants[f"ours, compiler {real}"] = ({**ours, "cpp.cxx": (None, real)}, True)
+        variants["ours, on the CPU (control)"] = (ours, True, "cpu")
     work = Path(tempfile.mkdtemp(prefix="aoti-probe-"))
-    device = torch.device(args.device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    for i, (name, (options, buffer)) in enumerate(variants.items()):
+    for i, (name, spec) in enumerate(variants.items()):
+        options, buffer = spec[0], spec[1]
+        device = torch.device(spec[2] if len(spec) > 2 else args.device)
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
         torch.manual_seed(0)
         module = Toy(buffer).to(device)
         module.a.to(dtype), module.b.to(dtype)
@@ -172,9 +225,10 @@ def main() -> None:
         torch.save(x.cpu(), str(path) + ".x")
         torch.save(y.cpu(), str(path) + ".y")
         row = {"build_s": round(time.perf_counter() - start, 1), "options": options}
-        row["load"] = child(path, args.device, user_managed=True)
+        row["load"] = child(path, device.type, user_managed=True)
         if i == 0:
             results["environment"] = environment(path)
+        row["needed"] = needed(path)
         if args.debugger and i == 1:
             row["load_under_cuda_gdb"] = child(path, args.device, user_managed=True, debugger=True)
         results[name] = row

@@ -11,6 +11,8 @@
 #   E: the sync probe, end to end, LOAD's branch (carry .gpu-load), the AOTInductor probe under cuda-gdb.
 #   F: build-engine --format compile-cache, its warm start in a fresh process and verify-engine; the AOTI probe.
 #   G: the compile cache in default modes, bf16 / fp8 (precision_gpu) beside it, LOAD's branch (carry .gpu-load).
+#   H: the AOTInductor fixes on toys; the full-size package built with the product's options, run and verified.
+#   I: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
 CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed
@@ -159,6 +161,36 @@ G)  # third session, last call: the compile cache in the default modes (the max-
     log "load: main"; $FG timeout 60 $PY -m benchmarks.load_breakdown --weights $W --device $DEVICE --repeat 2 \
       --modes new --out "$OUT/load.json" 2>&1 | tail -n 1
   fi
+  ;;
+H)  # fourth session: the AOTInductor crash is std::regex in the package's wrapper, which the machine's g++ links
+    # with a static libstdc++ (its own std::locale): the fixes on toys (probe --fixes), the full-size package built
+    # with the fix in the product's options, loaded, verified and timed beside the eager step and upstream
+  log "aoti-build (background, cores 8-15)"
+  ($BG timeout ${AOTI_BUILD_TIMEOUT:-330} $E aoti-build > "$OUT/aoti-build.log" 2>&1; echo "aoti-build rc=$?" >> "$OUT/aoti-build.log") &
+  BUILD=$!
+  upstream
+  log "aoti probe --fixes"; $FG timeout 150 $PY -m benchmarks.aoti_probe --out "$OUT/aoti-probe.json" --device $DEVICE \
+    --fixes > "$OUT/aoti-probe.log" 2>&1; tail -n 1 "$OUT/aoti-probe.log"
+  log "waiting for aoti-build"; wait $BUILD; grep -v Warning "$OUT/aoti-build.log" | tail -n 3
+  log aoti-run; (AOTI_EAGER_ROWS=1 timeout ${AOTI_RUN_TIMEOUT:-200} $PY -X faulthandler -m benchmarks.engine_gpu \
+    --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1
+    echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
+  grep -v Warning "$OUT/aoti-run.log" | tail -n 14
+  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
+  [ -n "$PKG" ] && xz -T8 -3 -c "$PKG" | split -b 15M - "$FINAL/$(basename "$PKG").xz." && cp "$PKG.json" "$FINAL/"
+  # the whole command on the package, graphs on (a capture per keyframe count, no compilation)
+  [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
+    --backend aoti --engine "$PKG" --set runtime.cuda_graphs=on
+  ;;
+I)  # fourth session: the full-size ONNX verified on onnxruntime's CPU provider (issue 15 item 5, cores 0-11);
+    # the VAE decode alone, eager / default / max-autotune, beside it on cores 12-15 (GPU-bound: CUDA events)
+  log "vae (background, cores 12-15)"
+  (${FG:+taskset -c 12-15} timeout ${VAE_TIMEOUT:-420} $E vae > "$OUT/vae.log" 2>&1; echo "vae rc=$?" >> "$OUT/vae.log") &
+  VAE=$!
+  log "onnx export + verify"; ONNX_TASKSET=${FG:+taskset -c 0-11}
+  $ONNX_TASKSET timeout ${ONNX_TIMEOUT:-500} $E onnx-verify > "$OUT/onnx.log" 2>&1; echo "onnx rc=$?" >> "$OUT/onnx.log"
+  grep -v Warning "$OUT/onnx.log" | tail -n 12
+  log "waiting for vae"; wait $VAE; grep -v Warning "$OUT/vae.log" | tail -n 5
   ;;
 esac
 log done
