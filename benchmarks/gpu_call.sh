@@ -12,7 +12,8 @@
 #   F: build-engine --format compile-cache, its warm start in a fresh process and verify-engine; the AOTI probe.
 #   G: the compile cache in default modes, bf16 / fp8 (precision_gpu) beside it, LOAD's branch (carry .gpu-load).
 #   H: the AOTInductor fixes on toys; the full-size package built with the product's options, run and verified.
-#   I: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
+#   I: the full-size package built with CXX=/usr/bin/g++ (shared libstdc++), upstream, then run, verified, animate.
+#   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
 CALL=${1:?A, B or C}; FINAL=${OUT:?}; OUT=$FINAL/r; mkdir -p "$OUT"  # at most 8 files come back: r/ is packed
@@ -182,7 +183,23 @@ H)  # fourth session: the AOTInductor crash is std::regex in the package's wrapp
   [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
     --backend aoti --engine "$PKG" --set runtime.cuda_graphs=on
   ;;
-I)  # fourth session: the full-size ONNX verified on onnxruntime's CPU provider (issue 15 item 5, cores 0-11);
+I)  # fourth session, after H: the machine's default compiler (CXX, /opt/gcc/bin/g++) links libstdc++ statically;
+    # the product now refuses such a package; built with the system's g++ it should load
+  { echo "CXX=${CXX:-unset}"; command -v g++; head -c 1200 /opt/gcc/bin/g++ 2>&1 | tr -c '[:print:]\n' '?'; } \
+    > "$OUT/toolchain.txt" 2>&1
+  log "aoti-build with CXX=/usr/bin/g++ (all cores)"
+  CXX=/usr/bin/g++ timeout ${AOTI_BUILD_TIMEOUT:-330} $E aoti-build > "$OUT/aoti-build.log" 2>&1
+  echo "aoti-build rc=$?" >> "$OUT/aoti-build.log"; grep -v Warning "$OUT/aoti-build.log" | tail -n 3
+  upstream
+  log aoti-run; (AOTI_EAGER_ROWS=1 timeout ${AOTI_RUN_TIMEOUT:-200} $PY -X faulthandler -m benchmarks.engine_gpu \
+    --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1
+    echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
+  grep -v Warning "$OUT/aoti-run.log" | grep -v "^ " | tail -n 14
+  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
+  [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
+    --backend aoti --engine "$PKG" --set runtime.cuda_graphs=on
+  ;;
+J)  # fourth session: the full-size ONNX verified on onnxruntime's CPU provider (issue 15 item 5, cores 0-11);
     # the VAE decode alone, eager / default / max-autotune, beside it on cores 12-15 (GPU-bound: CUDA events)
   log "vae (background, cores 12-15)"
   (${FG:+taskset -c 12-15} timeout ${VAE_TIMEOUT:-420} $E vae > "$OUT/vae.log" 2>&1; echo "vae rc=$?" >> "$OUT/vae.log") &

@@ -50,6 +50,13 @@ AOTI_OPTIONS: dict[str, Any] = {
     "aot_inductor.package_constants_in_so": False,
     "aot_inductor.compile_wrapper_opt_level": "O0",
 }
+# A wrapper with libstdc++ linked in statically (a C++ compiler set up to do that: the GPU machine's default
+# ``CXX`` was one) cannot be loaded into PyTorch's process: its first std::regex (the runtime's device-string
+# parser, in the model's constructor) looks up the process's std::locale facets by its own copy's facet ids and
+# a virtual call lands in the wrong facet -- a segfault ~35 s into the load, no message. Seen on every CUDA package
+# there (toys included, whatever the options); ``-lstdc++`` on the link line does not undo it. Checked at build
+# and at load from the wrapper's DT_NEEDED entries (:func:`check_wrapper`).
+STATIC_LIBSTDCXX_HINT = "set CXX to a compiler that links libstdc++ dynamically (e.g. CXX=/usr/bin/g++)"
 
 
 class AOTIError(PersonaLiveError):
@@ -118,8 +125,51 @@ def compile_package(program, path: str | Path) -> Path:
     except Exception as exc:  # noqa: BLE001 - inductor raises many types; report one line
         tmp.unlink(missing_ok=True)
         raise AOTIError(f"{path}: AOTInductor compilation failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    try:
+        check_wrapper(tmp, building=True)
+    except AOTIError as exc:
+        tmp.unlink(missing_ok=True)
+        raise AOTIError(str(exc).replace(str(tmp), str(path))) from None
     tmp.replace(path)
     return path
+
+
+def check_wrapper(path: Path, *, building: bool = False) -> None:
+    """Refuse a package whose C++ wrapper has libstdc++ linked in statically (see :data:`AOTI_OPTIONS`)."""
+    import zipfile
+
+    from personalive.backends.elf import needed_libraries
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            wrappers = [name for name in archive.namelist() if name.endswith(".so")]
+            for name in wrappers:
+                needed = needed_libraries(archive.read(name))
+                if needed is None or any(lib.startswith("libstdc++") for lib in needed):
+                    continue
+                if building:
+                    raise AOTIError(
+                        f"{path}: the C++ compiler ({_compiler()}) linked libstdc++ statically into the package's "
+                        f"wrapper, which crashes PyTorch's process when loaded; {STATIC_LIBSTDCXX_HINT} and rebuild"
+                    )
+                raise AOTIError(
+                    f"{path}: the package's C++ wrapper has libstdc++ linked in statically, which crashes PyTorch's "
+                    f"process when loaded; rebuild it with `personalive build-engine --format aoti` after you "
+                    f"{STATIC_LIBSTDCXX_HINT}"
+                )
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise AOTIError(f"{path}: not a readable AOTInductor package ({exc})") from exc
+
+
+def _compiler() -> str:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return str(get_cpp_compiler())
+    except Exception:  # noqa: BLE001 - a private API: only used to name the compiler in a message
+        import os
+
+        return os.environ.get("CXX", "g++")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -148,6 +198,7 @@ class AOTIRunner:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError(f"{self.path}: file not found")
+        check_wrapper(self.path)  # before the loader: a bad wrapper would end the process, not raise
         self.input_names = list(input_names)
         index = device.index if device.type == "cuda" and device.index is not None else -1
         t0 = time.perf_counter()
