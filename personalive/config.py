@@ -275,13 +275,31 @@ def _value_error(exc: Exception, source: str) -> ConfigError:
     return ConfigError(f"{source}: wrong type for {key!r}: {str(getattr(exc, 'msg', exc)).splitlines()[0]}")
 
 
+def _yaml_bool_choice(key: str, value: Any) -> Any:
+    """YAML 1.1 reads ``on``/``off`` (and ``yes``/``no``) as booleans: for a choice that has ``on`` and ``off``
+    (``runtime.cuda_graphs``), give the boolean back as the word the user wrote (in ``--set`` or a file)."""
+    kind = _field_type(key)
+    if isinstance(value, bool) and isinstance(kind, type) and issubclass(kind, Enum):
+        values = {m.value for m in kind}
+        if {"on", "off"} <= values:
+            return "on" if value else "off"
+    return value
+
+
+def _bool_choices(data: Any, prefix: str = "") -> Any:
+    """:func:`_yaml_bool_choice` over a nested mapping (a YAML file's)."""
+    if not isinstance(data, dict):
+        return _yaml_bool_choice(prefix, data) if prefix else data
+    return {k: _bool_choices(v, f"{prefix}.{k}" if prefix else str(k)) for k, v in data.items()}
+
+
 def _merge(cfg, data: dict, source: str):
     """``cfg`` with a nested mapping merged in (a YAML file)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     try:
-        return OmegaConf.merge(cfg, data)
+        return OmegaConf.merge(cfg, _bool_choices(data))
     except (ConfigKeyError, ConfigAttributeError) as exc:
         raise _unknown_key_error(str(exc.full_key), source) from exc
     except ValidationError as exc:
@@ -294,7 +312,7 @@ def _update(cfg, key: str, value: Any, source: str) -> None:
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     try:
-        OmegaConf.update(cfg, key, value, merge=True)
+        OmegaConf.update(cfg, key, _yaml_bool_choice(key, value), merge=True)
     except (ConfigKeyError, ConfigAttributeError) as exc:
         raise _unknown_key_error(key, source) from exc
     except ValidationError as exc:

@@ -116,3 +116,17 @@ def test_weights_dir_follows_environment(monkeypatch):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_on_and_off_are_words_not_booleans(tmp_path):
+    # YAML 1.1 reads `on`/`off` as booleans: `--set runtime.cuda_graphs=on` was refused as 'True'
+    from personalive.config import load_config
+
+    assert str(load_config(None, ["runtime.cuda_graphs=on"]).runtime.cuda_graphs) == "on"
+    assert str(load_config(None, ["runtime.cuda_graphs=off"]).runtime.cuda_graphs) == "off"
+    path = tmp_path / "run.yaml"
+    path.write_text("runtime:\n  cuda_graphs: off\n")
+    assert str(load_config(path).runtime.cuda_graphs) == "off"
+    # a boolean given to a choice without on/off is still refused with the choices named
+    with pytest.raises(ConfigError, match="expected one of"):
+        load_config(None, ["runtime.backend=yes"])

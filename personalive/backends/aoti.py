@@ -203,7 +203,12 @@ class AOTIRunner:
         index = device.index if device.type == "cuda" and device.index is not None else -1
         t0 = time.perf_counter()
         try:
-            self.model = torch._inductor.aoti_load_package(str(self.path), device_index=index)
+            # single-threaded: the pipeline calls the step from one thread, and the container's cross-thread
+            # bookkeeping (events, waits) is not capturable: with it, the CUDA graph capture failed on the H200
+            # ("operation not permitted when stream is capturing") and the step ran uncaptured
+            self.model = torch._inductor.aoti_load_package(
+                str(self.path), run_single_threaded=True, device_index=index
+            )
             self.module = module  # user-managed constants: these tensors must outlive the runner
             fqns = list(self.model.get_constant_fqns())
             self.model.load_constants(
