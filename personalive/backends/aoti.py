@@ -421,6 +421,8 @@ class AOTIStep:
         return self.module.feature_names
 
     def project_reference(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        import torch
+
         with torch.inference_mode():
             return self.module.denoising_unet.project_reference(features)
 

@@ -9,7 +9,11 @@ reference does not have.
 Default tolerances (:data:`DEFAULT_TOLERANCE`):
 * fp32 1e-4 -- the same arithmetic in another runtime only differs by summation order and fused kernels, a few
   1e-6 relative for the tiny step on onnxruntime; 1e-4 leaves room for TF32-free GPU kernels at full size while a
-  wrong weight or a mis-wired input gives errors of order 1e-1..1.
+  wrong weight or a mis-wired input gives errors of order 1e-1..1. The reference is computed with TF32 off
+  (:func:`strict_fp32`): PyTorch lets cuDNN convolutions use TF32 by default, which alone moves an fp32 result
+  by ~1e-3. Measured at full size (H200 reference, onnxruntime CPU, random weights, reference with cuDNN's
+  default TF32): 1.5e-3 at worst, so an fp32 artifact at full size may still miss 1e-4 through the DDIM chain's
+  amplification of random weights' large latents; pass ``--tolerance`` to judge it (benchmarks/RESULTS.md).
 * fp16 2e-2 -- about 40x fp16's unit roundoff (4.9e-4): errors accumulate through ~60 layers of UNet, the
   DDIM step and the VAE decoder; a broken engine (the overflow/NaN kind) is far off.
 * bf16 5e-2 -- about 13x bf16's unit roundoff (3.9e-3), the same reasoning with 3 fewer mantissa bits.
@@ -29,6 +33,25 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+
+class strict_fp32:  # noqa: N801 - used as a context manager, like torch's own lower-case ones
+    """TF32 off for cuDNN convolutions and cuBLAS matmuls inside the block (restored after): an fp32 reference
+    has to be IEEE fp32, and PyTorch lets convolutions use TF32 by default."""
+
+    def __enter__(self) -> strict_fp32:
+        import torch
+
+        self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
+
 
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2}
 
@@ -136,7 +159,7 @@ def reference_cases(
     if draws < 1:
         raise ConfigError(f"--draws {draws}: must be >= 1")
     cases = []
-    with torch.no_grad():
+    with torch.no_grad(), strict_fp32():
         for keyframes in keyframe_schedule(draws, max_keyframes):
             inputs = make_inputs(keyframes, generator)
             cases.append(VerificationCase(keyframes, inputs, reference(inputs)))

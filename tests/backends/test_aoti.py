@@ -75,6 +75,34 @@ def test_backend_aoti_equals_the_eager_step_with_0_and_1_keyframes(package, tiny
 
 
 @pytest.mark.slow
+def test_animate_on_the_package_writes_the_eager_video(package, tiny_weights, tmp_path):
+    # the whole command: the package, plus what runs beside it (reference projections, conditioning, decoding)
+    import av
+    import numpy as np
+    from media.synth import make_video
+    from PIL import Image
+
+    _, path = package
+    rgb = np.zeros((100, 80, 3), np.uint8)
+    rgb[20:80, 15:65] = (220, 170, 140)
+    Image.fromarray(rgb).save(tmp_path / "face.png")
+    drive = make_video(tmp_path / "drive.mp4", frames=6, width=96, height=96)
+    videos = {}
+    for backend in ("eager", "aoti"):
+        out = tmp_path / f"{backend}.mp4"
+        args = ["animate", "--ref", tmp_path / "face.png", "--drive", drive, "-o", out, "--weights", tiny_weights]
+        args += ["--device", "cpu", "--dtype", "fp32", "--seed", "3", "--backend", backend, *SIZE]
+        args += ["--set", "generation.max_keyframes=1"] + (["--engine", path] if backend == "aoti" else [])
+        result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
+        assert result.exit_code == 0, result.output
+        with av.open(str(out)) as container:
+            videos[backend] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert videos["aoti"].shape == videos["eager"].shape == (6, 128, 128, 3)
+    assert videos["eager"].std() > 1
+    assert np.abs(videos["aoti"].astype(int) - videos["eager"].astype(int)).mean() < 1.0
+
+
+@pytest.mark.slow
 def test_verify_engine_refuses_a_package_of_another_torch(package, tmp_path):
     _, path = package
     copy = tmp_path / path.name
@@ -139,3 +167,71 @@ def test_default_package_name_carries_weights_config_device_and_torch(tmp_path):
     assert path.parent == tmp_path
     assert path.name.startswith("window_step-ffffffffffff-512x512-fp16-k3-c")
     assert path.name.endswith("-sm90-torch2.11.0-cu130.pt2")
+
+
+def test_project_reference_runs_beside_the_package_and_equals_the_unets(tiny_weights):
+    # the reference and each new keyframe are projected in PyTorch, outside the package: `animate --backend aoti`
+    # raised NameError here on the GPU, in a path the package tests never reached
+    from personalive.config import load_config
+    from personalive.pipeline.window import build_window_module
+    from personalive.weights import load_models
+
+    models = load_models(tiny_weights, torch.float32, "cpu")
+    module = build_window_module(models, load_config(None, [], {"generation.height": 64, "generation.width": 64}))
+    step = aoti.AOTIStep(runner=None, module=module)
+    g = torch.Generator().manual_seed(0)
+    features = [
+        torch.randn(1, 5, a.to_k.in_features, generator=g) for a in models.denoising_unet.reference_attentions()
+    ]
+    expected = models.denoising_unet.project_reference(features)
+    for got, want in zip(step.project_reference(features), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def _package_with_wrapper(tmp_path, name: str, *flags: str):
+    """A zip laid out like a package whose wrapper is a small C++ shared object linked with ``flags``."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no g++ on this machine")
+    source = tmp_path / "w.cpp"
+    source.write_text(
+        '#include <regex>\nbool f(const char* s) { return std::regex_match(s, std::regex("cu(da)?")); }\n'
+    )
+    so = tmp_path / f"{name}.so"
+    proc = subprocess.run([compiler, "-shared", "-fPIC", *flags, str(source), "-o", str(so)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"g++ cannot link this way here: {proc.stderr.decode()[-200:]}")
+    path = tmp_path / f"{name}.pt2"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(so, f"{name}/data/aotinductor/model/x.wrapper.so")
+    return path
+
+
+def test_a_wrapper_with_a_static_libstdcxx_is_refused_at_build_and_load(tmp_path):
+    # such a wrapper segfaulted PyTorch's loader on the GPU machine (its CXX linked libstdc++ statically)
+    from personalive.backends.elf import needed_libraries
+
+    good = _package_with_wrapper(tmp_path, "good")
+    aoti.check_wrapper(good)
+    aoti.check_wrapper(good, building=True)
+    bad = _package_with_wrapper(tmp_path, "bad", "-static-libstdc++")
+    with pytest.raises(aoti.AOTIError, match="libstdc\\+\\+ linked in statically") as err:
+        aoti.check_wrapper(bad)
+    assert str(err.value).startswith(f"{bad}: ") and "CXX=/usr/bin/g++" in str(err.value)
+    with pytest.raises(aoti.AOTIError, match="linked libstdc\\+\\+ statically into the package's wrapper"):
+        aoti.check_wrapper(bad, building=True)
+    # the ELF reader agrees with the linker on what each needs
+    import zipfile
+
+    with zipfile.ZipFile(good) as archive:
+        assert "libstdc++.so.6" in needed_libraries(archive.read(archive.namelist()[0]))
+    with zipfile.ZipFile(bad) as archive:
+        assert "libstdc++.so.6" not in needed_libraries(archive.read(archive.namelist()[0]))
+    assert needed_libraries(b"not an ELF file") is None
+    (tmp_path / "junk.pt2").write_bytes(b"junk")
+    with pytest.raises(aoti.AOTIError, match="not a readable AOTInductor package"):
+        aoti.check_wrapper(tmp_path / "junk.pt2")
