@@ -10,13 +10,18 @@ holds generated code and kernels only, and at load the runtime is handed the ste
 the networks the pipeline has already loaded, strictly, from the weights directory -- by fully qualified name
 (``load_constants(..., user_managed=True)``: no copy). Why:
 
-* at full size the constants are 3.4 GB in fp16; inside the shared object (past 2 GB inductor appends them to the
-  ``.so`` and memory-maps them) ``aoti_load_package`` segfaulted in the generated wrapper twice (torch 2.11, H200);
+* at full size the constants are 3.4 GB in fp16: inside the shared object (past 2 GB inductor appends them to the
+  ``.so`` and memory-maps them) the package is 3.4 GB to write, copy and load;
 * the pipeline loads these networks anyway; a package with its own copy would hold the weights twice on the GPU;
 * a package of code only is quick to write, copy and load.
 
 The price: the package is tied to the weights by the sidecar's weights hash (checked) and to the module's
 parameter names (checked at load: a name the package needs and the module lacks is an error).
+
+**The C++ wrapper must link libstdc++ dynamically.** Built by a compiler that links it statically, the package
+crashes the loading process (see :data:`AOTI_OPTIONS`); :func:`check_wrapper` refuses such a package at build and
+before every load. **Packages load single-threaded** (``run_single_threaded=True``): the step is called from one
+thread, and the container's cross-thread synchronisation is what stopped CUDA graphs from capturing it.
 
 **The keyframe axis is one dynamic dimension.** Each reference feature's token axis is ``L_i * k`` with one shared
 symbol ``k`` = 1 + keyframes in ``1..1 + max_keyframes`` (``torch.export`` derived dimensions), so the graph knows

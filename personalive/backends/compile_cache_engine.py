@@ -1,9 +1,9 @@
-"""Precompiled caches for ``--backend compile``: the engine that loads where AOTInductor packages cannot.
+"""Precompiled caches for ``--backend compile``: inductor's compilation results, made portable.
 
-On the H200 this project measures on (torch 2.11.0+cu130), ``aoti_load_package`` segfaults for every CUDA
-package, the full-size window step and a 64x64 toy alike, whatever the packaging options
-(``benchmarks/aoti_probe.py``, benchmarks/RESULTS.md); on the CPU the same packages load and run. So the engine
-for CUDA machines is the other thing the issue names: inductor's own compilation results, made portable.
+Written when AOTInductor packages could not be loaded on the H200 this project measures on (every CUDA package
+segfaulted there; the cause, found later, was the machine's default C++ compiler linking libstdc++ statically
+into the package's wrapper -- see :mod:`personalive.backends.aoti`). It stays the engine for ``--backend
+compile``: a new process, or a new machine of the same kind, skips inductor's code generation and autotuning.
 
 ``personalive build-engine --format compile-cache`` compiles the window step once (``--backend compile``'s
 networks, one window with 0 and one with 1 history keyframe: the token axis is dynamic, so one compilation serves
