@@ -15,6 +15,8 @@ Stages (each appends its rows to ``OUT/engine-<stage>.json``; benchmarks/gpu_cal
 * ``cc-build`` / ``cc-run``: ``build-engine --format compile-cache``; then, in a fresh process with an empty inductor
   cache, the cache loaded and the first window (warm start), step times, ``verify-engine`` on the ``.ptcache``.
 * ``vae``: the VAE decode of 4 frames alone: eager, inductor default, max-autotune-no-cudagraphs.
+* ``aoti-load``: the package's first load in fresh processes (empty inductor caches), with and without the
+  product's load options.
 * ``onnx-verify``: ``build-engine --onnx-only`` at the run's size and precision, then ``verify-engine`` on it with
   onnxruntime's CPU provider (ONNX_MAX_KEYFRAMES, ONNX_DRAWS: 1 and 2 by default).
 
@@ -197,6 +199,52 @@ def stage_aoti_run(s: Stage) -> None:
         )
         _step_rows(s, "aoti+graphs" if graphs else "aoti", step, models)
         del step
+
+
+AOTI_LOAD_CHILD = """
+import sys, time
+t0 = time.perf_counter()
+import torch
+from personalive.backends import aoti
+from personalive.config import load_config
+from personalive.pipeline.window import build_window_module
+from personalive.weights import load_models
+if sys.argv[3] == "without":
+    aoti.LOAD_OPTIONS.clear()
+device = torch.device(sys.argv[4])
+dtype = torch.float16 if device.type == "cuda" else torch.float32
+config = load_config(None, [], {"model.weights_dir": sys.argv[2], **dict(kv.split("=") for kv in sys.argv[5:])})
+models = load_models(sys.argv[2], dtype, device, networks=list(aoti.WINDOW_STEP_NETWORKS))
+module = build_window_module(models, config).eval()
+t1 = time.perf_counter()
+aoti.AOTIRunner(sys.argv[1], module, module.input_names, device)
+print(f"RESULT {t1 - t0:.2f} {time.perf_counter() - t1:.2f}")
+"""
+
+
+def stage_aoti_load(s: Stage) -> None:
+    """The package's first load in fresh processes, each with an empty inductor cache: with the product's load
+    options (no CPU-ISA test builds) and without them (the control)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    path = package_path(s.args)
+    for mode in ("with", "without", "with"):
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="ind-")}
+        command = [sys.executable, "-c", AOTI_LOAD_CHILD, str(path), str(s.args.weights), mode, s.args.device]
+        t0 = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), "")
+        before, load = (float(v) for v in line.split()[1:]) if line else (None, None)
+        s.record(
+            what=f"aoti first load in a fresh process, {mode} the load options",
+            rc=proc.returncode,
+            load_s=load,
+            before_s=before,
+            process_s=round(time.perf_counter() - t0, 1),
+            stderr=proc.stderr[-600:] if proc.returncode else "",
+        )
 
 
 def stage_onnx_verify(s: Stage) -> None:
@@ -399,6 +447,7 @@ STAGES = {
     "cc-run": stage_cc_run,
     "vae": stage_vae,
     "onnx-verify": stage_onnx_verify,
+    "aoti-load": stage_aoti_load,
 }
 
 

@@ -14,6 +14,8 @@
 #   H: the AOTInductor fixes on toys; the full-size package built with the product's options, run and verified.
 #   I: the full-size package built with CXX=/usr/bin/g++ (shared libstdc++), upstream, then run, verified, animate.
 #   K: the fp32 ONNX verified beside the package's rebuild; upstream; the package with graphs; animate on it.
+#   L: (next session) the package's first load with / without the load options; animate on it and eager.
+#   M: (next session) the fp32 ONNX check again, the reference without TF32.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -220,6 +222,24 @@ K)  # fourth session, last call: the full-size fp32 ONNX verified on onnxruntime
   [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
     --backend aoti --engine "$PKG"
   [ -n "$PKG" ] && xz -T8 -3 -c "$PKG" | split -b 15M - "$FINAL/$(basename "$PKG").xz." && cp "$PKG.json" "$FINAL/"
+  ;;
+L)  # for the fifth session: the first-load fix (no CPU-ISA test builds), measured in fresh processes; the whole
+    # animate on the package; then (M) the fp32 ONNX check again with the reference's TF32 off
+  log "aoti-build with CXX=/usr/bin/g++ (all cores)"
+  CXX=/usr/bin/g++ timeout ${AOTI_BUILD_TIMEOUT:-330} $E aoti-build > "$OUT/aoti-build.log" 2>&1
+  echo "aoti-build rc=$?" >> "$OUT/aoti-build.log"; grep -v Warning "$OUT/aoti-build.log" | tail -n 2
+  upstream
+  log aoti-load; timeout 400 $E aoti-load 2>&1 | grep "first load" | tail -n 3
+  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
+  [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-120} animate ${CLIP_FRAMES:-300} 10s-aoti \
+    --backend aoti --engine "$PKG"
+  animate ${CLIP_FRAMES:-300} 10s
+  ;;
+M)
+  log "onnx export + verify, fp32, reference without TF32"
+  timeout ${ONNX_TIMEOUT:-500} $PY -m benchmarks.engine_gpu --weights $W --out $OUT --size $SIZE --device $DEVICE \
+    --dtype fp32 onnx-verify > "$OUT/onnx.log" 2>&1; echo "onnx rc=$?" >> "$OUT/onnx.log"
+  grep -v Warning "$OUT/onnx.log" | grep -v "^ " | tail -n 12
   ;;
 J)  # fourth session: the full-size ONNX verified on onnxruntime's CPU provider (issue 15 item 5, cores 0-11);
     # the VAE decode alone, eager / default / max-autotune, beside it on cores 12-15 (GPU-bound: CUDA events)

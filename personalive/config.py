@@ -20,6 +20,7 @@ from typing import Any
 
 from personalive.backends import BACKENDS
 from personalive.config_checks import check_values
+from personalive.config_text import flatten_keys, parse_override, read_yaml
 from personalive.errors import ConfigError
 from personalive.upstream_config import is_upstream, map_upstream
 
@@ -319,46 +320,6 @@ def _update(cfg, key: str, value: Any, source: str) -> None:
         raise _value_error(exc, source) from exc
 
 
-def flatten_keys(d: dict, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten_keys(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` -> (key, value); the value is parsed as YAML (so 1, 1.5, true, null, [1,2] work)."""
-    import yaml
-
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set generation.seed=7")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-    return data
-
-
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -370,7 +331,7 @@ def load_config(
     cfg = _structured()
     if path is not None:
         path = Path(path)
-        data = _read_yaml(path)
+        data = read_yaml(path)
         if is_upstream(data):
             for key, value in map_upstream(data, path).items():
                 _update(cfg, key, value, str(path))

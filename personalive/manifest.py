@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from personalive.config import flatten_keys, parse_override
+from personalive.config_text import flatten_keys, parse_override
 from personalive.errors import InputError
 from personalive.media.outputs import shown
 

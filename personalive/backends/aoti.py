@@ -19,7 +19,7 @@ The price: the package is tied to the weights by the sidecar's weights hash (che
 parameter names (checked at load: a name the package needs and the module lacks is an error).
 
 **The C++ wrapper must link libstdc++ dynamically.** Built by a compiler that links it statically, the package
-crashes the loading process (see :data:`AOTI_OPTIONS`); :func:`check_wrapper` refuses such a package at build and
+crashes the loading process (see :mod:`personalive.backends.aoti_wrapper`), which refuses such a package at build and
 before every load. **Packages load single-threaded** (``run_single_threaded=True``): the step is called from one
 thread, and the container's cross-thread synchronisation is what stopped CUDA graphs from capturing it.
 
@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personalive.errors import InputError, PersonaLiveError
+from personalive.backends.aoti_wrapper import LOAD_OPTIONS, AOTIError, check_wrapper
+from personalive.errors import InputError
 from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES, WINDOW_STEP_NETWORKS
 
 if TYPE_CHECKING:
@@ -55,17 +56,6 @@ AOTI_OPTIONS: dict[str, Any] = {
     "aot_inductor.package_constants_in_so": False,
     "aot_inductor.compile_wrapper_opt_level": "O0",
 }
-# A wrapper with libstdc++ linked in statically (a C++ compiler set up to do that: the GPU machine's default
-# ``CXX`` was one) cannot be loaded into PyTorch's process: its first std::regex (the runtime's device-string
-# parser, in the model's constructor) looks up the process's std::locale facets by its own copy's facet ids and
-# a virtual call lands in the wrong facet -- a segfault ~35 s into the load, no message. Seen on every CUDA package
-# there (toys included, whatever the options); ``-lstdc++`` on the link line does not undo it. Checked at build
-# and at load from the wrapper's DT_NEEDED entries (:func:`check_wrapper`).
-STATIC_LIBSTDCXX_HINT = "set CXX to a compiler that links libstdc++ dynamically (e.g. CXX=/usr/bin/g++)"
-
-
-class AOTIError(PersonaLiveError):
-    """The export, the compilation or the loading of an AOTInductor package failed."""
 
 
 def device_facts(device: torch.device) -> dict[str, str | None]:
@@ -139,44 +129,6 @@ def compile_package(program, path: str | Path) -> Path:
     return path
 
 
-def check_wrapper(path: Path, *, building: bool = False) -> None:
-    """Refuse a package whose C++ wrapper has libstdc++ linked in statically (see :data:`AOTI_OPTIONS`)."""
-    import zipfile
-
-    from personalive.backends.elf import needed_libraries
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            wrappers = [name for name in archive.namelist() if name.endswith(".so")]
-            for name in wrappers:
-                needed = needed_libraries(archive.read(name))
-                if needed is None or any(lib.startswith("libstdc++") for lib in needed):
-                    continue
-                if building:
-                    raise AOTIError(
-                        f"{path}: the C++ compiler ({_compiler()}) linked libstdc++ statically into the package's "
-                        f"wrapper, which crashes PyTorch's process when loaded; {STATIC_LIBSTDCXX_HINT} and rebuild"
-                    )
-                raise AOTIError(
-                    f"{path}: the package's C++ wrapper has libstdc++ linked in statically, which crashes PyTorch's "
-                    f"process when loaded; rebuild it with `personalive build-engine --format aoti` after you "
-                    f"{STATIC_LIBSTDCXX_HINT}"
-                )
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise AOTIError(f"{path}: not a readable AOTInductor package ({exc})") from exc
-
-
-def _compiler() -> str:
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        return str(get_cpp_compiler())
-    except Exception:  # noqa: BLE001 - a private API: only used to name the compiler in a message
-        import os
-
-        return os.environ.get("CXX", "g++")
-
-
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0][:300]
 
@@ -211,9 +163,10 @@ class AOTIRunner:
             # single-threaded: the pipeline calls the step from one thread, and the container's cross-thread
             # bookkeeping (events, waits) is not capturable: with it, the CUDA graph capture failed on the H200
             # ("operation not permitted when stream is capturing") and the step ran uncaptured
-            self.model = torch._inductor.aoti_load_package(
-                str(self.path), run_single_threaded=True, device_index=index
-            )
+            with torch._inductor.config.patch(LOAD_OPTIONS):
+                self.model = torch._inductor.aoti_load_package(
+                    str(self.path), run_single_threaded=True, device_index=index
+                )
             self.module = module  # user-managed constants: these tensors must outlive the runner
             fqns = list(self.model.get_constant_fqns())
             self.model.load_constants(

@@ -52,8 +52,9 @@ def test_package_holds_no_weights_and_its_sidecar_names_the_machine(package, tin
 @pytest.mark.slow
 def test_backend_aoti_equals_the_eager_step_with_0_and_1_keyframes(package, tiny_weights):
     from personalive.backends.eager import EagerWindowStep
+    from personalive.backends.verify import VerificationInputs
     from personalive.config import load_config
-    from personalive.pipeline.window import OUTPUT_NAMES, example_window_inputs
+    from personalive.pipeline.window import OUTPUT_NAMES
     from personalive.weights import load_models
 
     _, path = package
@@ -64,11 +65,15 @@ def test_backend_aoti_equals_the_eager_step_with_0_and_1_keyframes(package, tiny
     step = aoti.AOTIStep.from_models(models, config, torch.device("cpu"), engine=path)
     eager = EagerWindowStep.from_models(models, config, torch.device("cpu"))
     generator = torch.Generator().manual_seed(3)
+    # motion tokens at the tiny encoder's own scale (VerificationInputs): at example_window_inputs' fixed RMS the
+    # tiny UNet is ill-conditioned and two fp32 runs of the same step (eager, inductor) differ by ~1e-2
+    make_inputs = VerificationInputs(models, config, torch.device("cpu"))
     for k in (0, 1, 0):
-        inputs = example_window_inputs(models, config, torch.device("cpu"), torch.float32, k, generator)
+        inputs = make_inputs(k, generator)
         actual, expected = step(inputs), eager(inputs)
-        for name in OUTPUT_NAMES:
-            torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4, msg=name)
+        for name in OUTPUT_NAMES:  # the engines' measure: largest deviation against the output's own scale
+            deviation = (actual[name] - expected[name]).abs().max() / expected[name].abs().max()
+            assert deviation < 1e-4, (name, k, float(deviation))
     config.generation.max_keyframes = 3  # the run may add more keyframes than the package takes
     with pytest.raises(EngineMismatchError, match="built for at most 1 history keyframes"):
         aoti.AOTIStep.from_models(models, config, torch.device("cpu"), engine=path)
@@ -91,7 +96,8 @@ def test_animate_on_the_package_writes_the_eager_video(package, tiny_weights, tm
     for backend in ("eager", "aoti"):
         out = tmp_path / f"{backend}.mp4"
         args = ["animate", "--ref", tmp_path / "face.png", "--drive", drive, "-o", out, "--weights", tiny_weights]
-        args += ["--device", "cpu", "--dtype", "fp32", "--seed", "3", "--backend", backend, *SIZE]
+        args += ["--device", "cpu", "--dtype", "fp32", "--seed", "3", "--backend", backend]
+        args += ["--set", "generation.height=128", "--set", "generation.width=128"]
         args += ["--set", "generation.max_keyframes=1"] + (["--engine", path] if backend == "aoti" else [])
         result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
         assert result.exit_code == 0, result.output
@@ -100,6 +106,50 @@ def test_animate_on_the_package_writes_the_eager_video(package, tiny_weights, tm
     assert videos["aoti"].shape == videos["eager"].shape == (6, 128, 128, 3)
     assert videos["eager"].std() > 1
     assert np.abs(videos["aoti"].astype(int) - videos["eager"].astype(int)).mean() < 1.0
+
+
+LOAD_IN_A_FRESH_PROCESS = """
+import sys, torch
+from torch._inductor import cpu_vec_isa
+calls = []
+cpu_vec_isa.VecISA.check_build = lambda self, code: calls.append(str(self)) or True
+from personalive.backends import aoti
+from personalive.config import load_config
+from personalive.pipeline.window import build_window_module
+from personalive.weights import load_models
+if sys.argv[3] == "without":
+    aoti.LOAD_OPTIONS.clear()
+config = load_config(None, [], {"generation.height": 128, "generation.width": 128, "generation.max_keyframes": 1})
+models = load_models(sys.argv[2], torch.float32, "cpu")
+module = build_window_module(models, config).eval()
+aoti.AOTIRunner(sys.argv[1], module, module.input_names, torch.device("cpu"))
+print("ISA test builds:", calls)
+"""
+
+
+@pytest.mark.slow
+def test_loading_a_package_compiles_nothing(package, tiny_weights, tmp_path):
+    # inductor's CPU-ISA detection compiles and loads a test library per ISA; the loader only compares the result
+    # with the package's metadata (47-52 s of a first load on the H200, suspected): the product skips it
+    import os
+    import subprocess
+    import sys
+
+    _, path = package
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    outputs = {}
+    for mode in ("with", "without"):  # without the product's load options: the control, showing the test can fail
+        proc = subprocess.run(
+            [sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(path), str(tiny_weights), mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[mode] = proc.stdout
+    assert "ISA test builds: []" in outputs["with"]
+    assert "ISA test builds: []" not in outputs["without"] and "ISA test builds: [" in outputs["without"]
 
 
 @pytest.mark.slow
