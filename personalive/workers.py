@@ -328,6 +328,9 @@ class WorkerPool:
                     worker.process.join()
                     if worker.job is not None:
                         remove_stale_temps(worker.job.out)
+                # a job the worker finished and published just before the stop, whose "done" was still in the
+                # pipe (defined for this, but never called until a loaded CI machine lost that job's entry)
+                self._last_words(worker)
                 worker.conn.close()
         self._workers = []
 

@@ -273,3 +273,24 @@ def test_real_pipeline_on_two_workers(inputs, tmp_path, tiny_weights):
     assert [(e["index"], e["status"], e["frames"]) for e in data["jobs"]] == [(0, "done", 3), (1, "done", 3)]
     assert {e["worker"] for e in data["jobs"]} == {0, 1}
     assert probe(inputs / "out" / "0.mp4")["frames"] == 3 and probe(inputs / "out" / "1.mp4")["frames"] == 3
+
+
+def test_a_finished_job_still_in_the_pipe_when_the_batch_stops_is_reported():
+    # the race a loaded CI machine hit: the worker published job 1 and sent "done"; the stop came before the parent
+    # read it. Stopping drains what stopped workers had already sent.
+    import multiprocessing
+
+    from personalive.workers import WorkerPool, _Worker
+
+    slot = parse_devices("cpu:1")[0]
+    pool = WorkerPool(load_config(None, [], {}), [slot], runner=None, overwrite=False)
+    process = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    process.start()
+    process.join()
+    parent, child = multiprocessing.Pipe()
+    child.send(("log", "a record the stop may drop"))
+    child.send(("done", {"index": 1, "status": "done"}, 0, True))
+    pool._workers, pool._entries = [_Worker(slot, process, parent, job=None)], []
+    pool._stop_all()
+    assert pool._entries == [{"index": 1, "status": "done", "worker": slot.index, "device": slot.label}]
+    assert parent.closed and pool._workers == []
