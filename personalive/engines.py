@@ -164,8 +164,10 @@ def build_engine(
 def build_aoti_engine(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
     """``build-engine --format aoti``: export + AOTInductor package + sidecar (docs/engines.md)."""
     from personalive.backends import aoti
+    from personalive.backends.aoti_wrapper import check_compiler
 
     precision, k, device = _engine_options(config, max_keyframes)
+    check_compiler()  # seconds, before minutes of loading, export and compilation
     models = _load_models(config, precision, device)
     subset = artifacts.config_subset(config)
     facts = aoti.device_facts(device)

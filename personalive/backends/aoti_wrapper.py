@@ -62,6 +62,42 @@ def check_wrapper(path: Path, *, building: bool = False) -> None:
         raise AOTIError(f"{path}: not a readable AOTInductor package ({exc})") from exc
 
 
+# uses libstdc++ out of line (the exception's constructor, __cxa_throw), so a shared libstdc++ shows in DT_NEEDED
+PREFLIGHT_SOURCE = '#include <stdexcept>\nvoid personalive_probe() { throw std::runtime_error("probe"); }\n'
+
+
+def check_compiler() -> None:
+    """Before a build (minutes): link a one-line shared object with the compiler AOTInductor will use and refuse,
+    in about a second, a compiler that cannot build one or that links libstdc++ statically."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from personalive.backends.elf import needed_libraries
+
+    if not sys.platform.startswith("linux"):
+        return  # DT_NEEDED is an ELF notion; elsewhere the checks after the build still run
+    compiler = _compiler()
+    with tempfile.TemporaryDirectory(prefix="personalive-cxx-") as folder:
+        source, library = Path(folder) / "probe.cpp", Path(folder) / "probe.so"
+        source.write_text(PREFLIGHT_SOURCE)
+        try:
+            proc = subprocess.run(
+                [compiler, "-shared", "-fPIC", str(source), "-o", str(library)], capture_output=True, timeout=120
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AOTIError(f"the C++ compiler {compiler!r} could not be run ({exc}); AOTInductor needs one") from exc
+        if proc.returncode != 0:
+            detail = (proc.stderr.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+            raise AOTIError(f"the C++ compiler {compiler!r} cannot build a shared library ({detail})")
+        needed = needed_libraries(library.read_bytes())
+    if needed is not None and not any(lib.startswith("libstdc++") for lib in needed):
+        raise AOTIError(
+            f"the C++ compiler {compiler!r} links libstdc++ statically, and a package built with it crashes "
+            f"PyTorch's process when loaded; {STATIC_LIBSTDCXX_HINT}"
+        )
+
+
 def _compiler() -> str:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler

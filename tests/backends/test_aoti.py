@@ -285,3 +285,31 @@ def test_a_wrapper_with_a_static_libstdcxx_is_refused_at_build_and_load(tmp_path
     (tmp_path / "junk.pt2").write_bytes(b"junk")
     with pytest.raises(aoti.AOTIError, match="not a readable AOTInductor package"):
         aoti.check_wrapper(tmp_path / "junk.pt2")
+
+
+def test_build_engine_refuses_a_static_libstdcxx_compiler_before_loading_anything(tmp_path, monkeypatch, tiny_weights):
+    # the GPU machine's CXX was such a compiler: the build took minutes, then the package crashed its loader
+    import re
+    import shutil
+
+    from personalive.backends import aoti_wrapper
+
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ on this machine")
+    static = tmp_path / "g++-static"
+    static.write_text('#!/bin/sh\nexec g++ -static-libstdc++ "$@"\n')
+    static.chmod(0o755)
+    monkeypatch.setattr(aoti_wrapper, "_compiler", lambda: "g++")
+    aoti_wrapper.check_compiler()  # the machine's own g++ links it dynamically
+    monkeypatch.setattr(aoti_wrapper, "_compiler", lambda: str(static))
+    with pytest.raises(aoti.AOTIError, match=re.escape(f"the C++ compiler '{static}' links libstdc++ statically")):
+        aoti_wrapper.check_compiler()
+    monkeypatch.setattr("personalive.engines._load_models", lambda *a, **k: pytest.fail("models were loaded"))
+    args = ["build-engine", "--format", "aoti", "--weights", str(tiny_weights), *SIZE, "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--dtype", "fp32", "--set", f"runtime.engine_dir={tmp_path / 'e'}"])
+    assert result.exit_code != 0 and "links libstdc++ statically" in result.output.replace("\n", "")
+    assert "CXX=/usr/bin/g++" in result.output.replace("\n", "") and "Traceback" not in result.output
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").rglob("*.pt2"))
+    monkeypatch.setattr(aoti_wrapper, "_compiler", lambda: str(tmp_path / "no-such-compiler"))
+    with pytest.raises(aoti.AOTIError, match="could not be run"):
+        aoti_wrapper.check_compiler()
