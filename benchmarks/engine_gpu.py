@@ -162,25 +162,13 @@ def stage_aoti_build(s: Stage) -> None:
 
 def stage_aoti_run(s: Stage) -> None:
     """verify-engine on the package (the product's code path), then load time and step time of --backend aoti."""
-    from personalive.backends import artifacts
     from personalive.backends.aoti import AOTIStep
-    from personalive.engines import verify_engine
 
     path = package_path(s.args)
-    t0 = time.perf_counter()
-    try:
-        if os.environ.get("AOTI_SKIP_VERIFY") == "1":
-            raise RuntimeError("skipped (AOTI_SKIP_VERIFY=1)")
-        result = verify_engine(s.config, path, artifacts.read_sidecar(path), draws=3)
-        s.record(
-            what="aoti verify-engine",
-            passed=True,
-            keyframes=result.keyframes,
-            lines=result.lines(),
-            seconds=round(time.perf_counter() - t0, 1),
-        )
-    except Exception as exc:  # noqa: BLE001 - record and go on to the timing
-        s.record(what="aoti verify-engine", passed=False, error=str(exc), seconds=round(time.perf_counter() - t0, 1))
+    if os.environ.get("AOTI_SKIP_VERIFY") == "1":
+        s.record(what="aoti verify-engine", passed=False, error="skipped (AOTI_SKIP_VERIFY=1)", seconds=0.0)
+    else:
+        _verify_row(s, "aoti verify-engine", path, draws=3)
     models = s.models()
     if os.environ.get("AOTI_EAGER_ROWS") == "1":  # the eager step in the same process, for the ratio
         from personalive.backends.eager import EagerWindowStep
@@ -251,8 +239,8 @@ def stage_onnx_verify(s: Stage) -> None:
     """Issue 15 item 5: ``build-engine --onnx-only`` (the product's path) at the run's size and precision, then
     ``verify-engine`` on that ONNX with onnxruntime's CPU provider (the GPU machine's 128 GB of host memory hold
     the attention matrices a 24 GB machine cannot). ONNX_MAX_KEYFRAMES (1) and ONNX_DRAWS (2) bound the time."""
-    from personalive.backends import artifacts, onnx_memory
-    from personalive.engines import build_engine, verify_engine
+    from personalive.backends import onnx_memory
+    from personalive.engines import build_engine
 
     k = int(os.environ.get("ONNX_MAX_KEYFRAMES", "1"))
     draws = int(os.environ.get("ONNX_DRAWS", "2"))
@@ -267,20 +255,21 @@ def stage_onnx_verify(s: Stage) -> None:
         max_keyframes=k,
         host_available_gib=round((onnx_memory.available_memory_bytes() or 0) / 2**30, 1),
     )
+    _verify_row(s, "onnx verify-engine (onnxruntime CPU)", path, draws=draws)
+
+
+def _verify_row(s: Stage, what: str, path: Path, draws: int) -> None:
+    """``verify-engine`` on an artifact (the product's code path), recorded as passed or with its error."""
+    from personalive.backends import artifacts
+    from personalive.engines import verify_engine
+
     t0 = time.perf_counter()
     try:
         result = verify_engine(s.config, path, artifacts.read_sidecar(path), draws=draws)
-        s.record(
-            what="onnx verify-engine (onnxruntime CPU)",
-            passed=True,
-            keyframes=result.keyframes,
-            lines=result.lines(),
-            seconds=round(time.perf_counter() - t0, 1),
-        )
-    except Exception as exc:  # noqa: BLE001 - recorded
-        s.record(
-            what="onnx verify-engine", passed=False, error=str(exc)[:2000], seconds=round(time.perf_counter() - t0, 1)
-        )
+        row = {"passed": True, "keyframes": result.keyframes, "lines": result.lines()}
+    except Exception as exc:  # noqa: BLE001 - recorded; the stage goes on
+        row = {"passed": False, "error": str(exc)[:2000]}
+    s.record(what=what, seconds=round(time.perf_counter() - t0, 1), **row)
 
 
 def _step_rows(s: Stage, name: str, step, models, keyframes=(0, 3)) -> None:
@@ -384,9 +373,7 @@ def stage_cc_build(s: Stage) -> None:
 def stage_cc_run(s: Stage) -> None:
     """A fresh process (the caller gives it an empty inductor cache folder): load the networks, load the compile
     cache, first window; then step times and ``verify-engine`` on the .ptcache against the fp32 eager step."""
-    from personalive.backends import artifacts
     from personalive.backends.compiled import CompiledWindowStep
-    from personalive.engines import verify_engine
 
     path = cache_path(s.args)
     models = s.models()
@@ -405,13 +392,7 @@ def stage_cc_run(s: Stage) -> None:
     )
     _step_rows(s, "compile-cache+graphs", step, models)
     del step, models
-    t0 = time.perf_counter()
-    try:
-        result = verify_engine(s.config, path, artifacts.read_sidecar(path), draws=3)
-        row = {"passed": True, "keyframes": result.keyframes, "lines": result.lines()}
-    except Exception as exc:  # noqa: BLE001 - recorded
-        row = {"passed": False, "error": str(exc)[:600]}
-    s.record(what="compile-cache verify-engine", seconds=round(time.perf_counter() - t0, 1), **row)
+    _verify_row(s, "compile-cache verify-engine", path, draws=3)
 
 
 def stage_vae(s: Stage) -> None:

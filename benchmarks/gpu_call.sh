@@ -46,6 +46,28 @@ animate() {  # frames tag [extra animate options]
     --out "$OUT/animate-$2.json" ${ANIMATE_ARGS:-} -- "${@:3}" 2>&1 | tail -n 3
 }
 
+aoti_build() {  # [TASKSET]: the package built with the system's g++ (the machine's CXX links libstdc++ statically)
+  log "aoti-build with CXX=/usr/bin/g++ ${1:-(all cores)}"
+  CXX=/usr/bin/g++ ${1:-} timeout ${AOTI_BUILD_TIMEOUT:-330} $E aoti-build > "$OUT/aoti-build.log" 2>&1
+  echo "aoti-build rc=$?" >> "$OUT/aoti-build.log"; grep -v Warning "$OUT/aoti-build.log" | tail -n 2
+}
+aoti_run() {  # [NAME=VALUE ...]: verify-engine (unless AOTI_SKIP_VERIFY=1), load and step rows, a fresh process
+  log aoti-run; (env "$@" timeout ${AOTI_RUN_TIMEOUT:-200} $PY -X faulthandler -m benchmarks.engine_gpu \
+    --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1
+    echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
+  grep -v Warning "$OUT/aoti-run.log" | grep -v "^ " | tail -n 14
+}
+package() { ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1; }
+pack_package() {  # compressed (generated code and kernels), so that a later call can carry it back
+  local pkg; pkg=$(package)
+  [ -n "$pkg" ] && xz -T8 -3 -c "$pkg" | split -b 15M - "$FINAL/$(basename "$pkg").xz." && cp "$pkg.json" "$FINAL/"
+}
+animate_package() {  # [ANIMATE OPTIONS]: the whole command on the package, 300 frames
+  local pkg; pkg=$(package)
+  [ -n "$pkg" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
+    --backend aoti --engine "$pkg" "$@"
+}
+
 log "call $CALL start"
 [ "$CALL" = C ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights
 case $CALL in
@@ -176,31 +198,18 @@ H)  # fourth session: the AOTInductor crash is std::regex in the package's wrapp
   log "aoti probe --fixes"; $FG timeout 150 $PY -m benchmarks.aoti_probe --out "$OUT/aoti-probe.json" --device $DEVICE \
     --fixes > "$OUT/aoti-probe.log" 2>&1; tail -n 1 "$OUT/aoti-probe.log"
   log "waiting for aoti-build"; wait $BUILD; grep -v Warning "$OUT/aoti-build.log" | tail -n 3
-  log aoti-run; (AOTI_EAGER_ROWS=1 timeout ${AOTI_RUN_TIMEOUT:-200} $PY -X faulthandler -m benchmarks.engine_gpu \
-    --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1
-    echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
-  grep -v Warning "$OUT/aoti-run.log" | tail -n 14
-  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
-  [ -n "$PKG" ] && xz -T8 -3 -c "$PKG" | split -b 15M - "$FINAL/$(basename "$PKG").xz." && cp "$PKG.json" "$FINAL/"
-  # the whole command on the package, graphs on (a capture per keyframe count, no compilation)
-  [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
-    --backend aoti --engine "$PKG" --set runtime.cuda_graphs=on
+  aoti_run AOTI_EAGER_ROWS=1
+  pack_package
+  animate_package --set runtime.cuda_graphs=on  # graphs on: a capture per keyframe count, no compilation
   ;;
 I)  # fourth session, after H: the machine's default compiler (CXX, /opt/gcc/bin/g++) links libstdc++ statically;
     # the product now refuses such a package; built with the system's g++ it should load
   { echo "CXX=${CXX:-unset}"; command -v g++; head -c 1200 /opt/gcc/bin/g++ 2>&1 | tr -c '[:print:]\n' '?'; } \
     > "$OUT/toolchain.txt" 2>&1
-  log "aoti-build with CXX=/usr/bin/g++ (all cores)"
-  CXX=/usr/bin/g++ timeout ${AOTI_BUILD_TIMEOUT:-330} $E aoti-build > "$OUT/aoti-build.log" 2>&1
-  echo "aoti-build rc=$?" >> "$OUT/aoti-build.log"; grep -v Warning "$OUT/aoti-build.log" | tail -n 3
+  aoti_build
   upstream
-  log aoti-run; (AOTI_EAGER_ROWS=1 timeout ${AOTI_RUN_TIMEOUT:-200} $PY -X faulthandler -m benchmarks.engine_gpu \
-    --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1
-    echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
-  grep -v Warning "$OUT/aoti-run.log" | grep -v "^ " | tail -n 14
-  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
-  [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
-    --backend aoti --engine "$PKG" --set runtime.cuda_graphs=on
+  aoti_run AOTI_EAGER_ROWS=1
+  animate_package --set runtime.cuda_graphs=on
   ;;
 K)  # fourth session, last call: the full-size fp32 ONNX verified on onnxruntime's CPU provider (cores 0-7) while
     # the package is rebuilt with CXX=/usr/bin/g++ (cores 8-15); upstream on a quiet machine; the package loaded
@@ -209,30 +218,19 @@ K)  # fourth session, last call: the full-size fp32 ONNX verified on onnxruntime
   ($FG timeout ${ONNX_TIMEOUT:-370} $PY -m benchmarks.engine_gpu --weights $W --out $OUT --size $SIZE --device $DEVICE \
     --dtype fp32 onnx-verify > "$OUT/onnx.log" 2>&1; echo "onnx rc=$?" >> "$OUT/onnx.log") &
   ONNX=$!
-  log "aoti-build with CXX=/usr/bin/g++ (cores 8-15)"
-  CXX=/usr/bin/g++ $BG timeout ${AOTI_BUILD_TIMEOUT:-330} $E aoti-build > "$OUT/aoti-build.log" 2>&1
-  echo "aoti-build rc=$?" >> "$OUT/aoti-build.log"; grep -v Warning "$OUT/aoti-build.log" | tail -n 2
+  aoti_build "$BG"
   log "waiting for onnx"; wait $ONNX; grep -v Warning "$OUT/onnx.log" | grep -v "^ " | tail -n 12
   upstream
-  log aoti-run; (AOTI_SKIP_VERIFY=1 timeout ${AOTI_RUN_TIMEOUT:-100} $PY -X faulthandler -m benchmarks.engine_gpu \
-    --weights $W --out $OUT --size $SIZE --device $DEVICE --dtype ${DTYPE:-fp16} aoti-run > "$OUT/aoti-run.log" 2>&1
-    echo "aoti-run rc=$?" >> "$OUT/aoti-run.log")
-  grep -v Warning "$OUT/aoti-run.log" | grep -v "^ " | tail -n 8
-  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
-  [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
-    --backend aoti --engine "$PKG"
-  [ -n "$PKG" ] && xz -T8 -3 -c "$PKG" | split -b 15M - "$FINAL/$(basename "$PKG").xz." && cp "$PKG.json" "$FINAL/"
+  AOTI_RUN_TIMEOUT=${AOTI_RUN_TIMEOUT:-100} aoti_run AOTI_SKIP_VERIFY=1
+  animate_package
+  pack_package
   ;;
 L)  # for the fifth session: the first-load fix (no CPU-ISA test builds), measured in fresh processes; the whole
     # animate on the package; then (M) the fp32 ONNX check again with the reference's TF32 off
-  log "aoti-build with CXX=/usr/bin/g++ (all cores)"
-  CXX=/usr/bin/g++ timeout ${AOTI_BUILD_TIMEOUT:-330} $E aoti-build > "$OUT/aoti-build.log" 2>&1
-  echo "aoti-build rc=$?" >> "$OUT/aoti-build.log"; grep -v Warning "$OUT/aoti-build.log" | tail -n 2
+  aoti_build
   upstream
   log aoti-load; timeout 400 $E aoti-load 2>&1 | grep "first load" | tail -n 3
-  PKG=$(ls /tmp/engine-work/*.pt2 2>/dev/null | head -n 1)
-  [ -n "$PKG" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-120} animate ${CLIP_FRAMES:-300} 10s-aoti \
-    --backend aoti --engine "$PKG"
+  AOTI_ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-120} animate_package
   animate ${CLIP_FRAMES:-300} 10s
   ;;
 M)

@@ -46,7 +46,7 @@ def check_wrapper(path: Path, *, building: bool = False) -> None:
             wrappers = [name for name in archive.namelist() if name.endswith(".so")]
             for name in wrappers:
                 needed = needed_libraries(archive.read(name))
-                if needed is None or any(lib.startswith("libstdc++") for lib in needed):
+                if not _static_libstdcxx(needed):
                     continue
                 if building:
                     raise AOTIError(
@@ -91,11 +91,16 @@ def check_compiler() -> None:
             detail = (proc.stderr.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
             raise AOTIError(f"the C++ compiler {compiler!r} cannot build a shared library ({detail})")
         needed = needed_libraries(library.read_bytes())
-    if needed is not None and not any(lib.startswith("libstdc++") for lib in needed):
+    if _static_libstdcxx(needed):
         raise AOTIError(
             f"the C++ compiler {compiler!r} links libstdc++ statically, and a package built with it crashes "
             f"PyTorch's process when loaded; {STATIC_LIBSTDCXX_HINT}"
         )
+
+
+def _static_libstdcxx(needed: list[str] | None) -> bool:
+    """A C++ shared object whose DT_NEEDED lacks libstdc++ carries its own copy (None: not an ELF we read)."""
+    return needed is not None and not any(lib.startswith("libstdc++") for lib in needed)
 
 
 def _compiler() -> str:
