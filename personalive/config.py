@@ -175,6 +175,9 @@ class MediaConfig:
     preset: str = "medium"
     audio: bool = True
     max_frames: int | None = None
+    # encode in a child process (its own interpreter lock): PyAV holds the lock while it converts, encodes and
+    # muxes, and on a thread of this process that stalls the thread queueing the GPU's work
+    encode_process: bool = True
 
 
 @dataclass

@@ -209,6 +209,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
     import torch
 
     from personalive.media.background import BackgroundWriter
+    from personalive.media.encoder_process import EncoderProcess
     from personalive.media.sink import VideoSink
     from personalive.realworld import Outputs
 
@@ -220,12 +221,13 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
     options |= {"audio_from": audio_from, "audio_start": audio_start, "overwrite": overwrite}
     options["inputs"] = {"driving video": job.drive, "reference image": job.ref}
     generator = torch.Generator(device).manual_seed(generation.seed)
+    Sink = EncoderProcess if media.encode_process else VideoSink
     with contextlib.ExitStack() as stack:
-        sink = stack.enter_context(VideoSink(job.out, rate, outputs.size[1], outputs.size[0], **options))
+        sink = stack.enter_context(Sink(job.out, rate, outputs.size[1], outputs.size[0], **options))
         compare = None
         if outputs.layout is not None:
             compare_size = (outputs.layout.total_width, generation.height)
-            compare = stack.enter_context(VideoSink(job.compare, rate, *compare_size, **options))
+            compare = stack.enter_context(Sink(job.compare, rate, *compare_size, **options))
 
         def write(frames: tuple) -> None:
             t = time.perf_counter()
