@@ -16,6 +16,8 @@
 #   K: the fp32 ONNX verified beside the package's rebuild; upstream; the package with graphs; animate on it.
 #   L: (next session) the package's first load with / without the load options; animate on it and eager.
 #   M: (next session) the fp32 ONNX check again, the reference without TF32.
+#   N: (fifth session) where the job body's GPU idles (profile), the encoder in a child process vs a thread, the
+#      whole animate with each, the first load of a toy AOTInductor package profiled.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -232,6 +234,19 @@ L)  # for the fifth session: the first-load fix (no CPU-ISA test builds), measur
   log aoti-load; timeout 400 $E aoti-load 2>&1 | grep "first load" | tail -n 3
   AOTI_ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-120} animate_package
   animate ${CLIP_FRAMES:-300} 10s
+  ;;
+N)  # fifth session: the job body's idle GPU; the encoder in a child process; the AOTInductor load's fixed cost
+  upstream
+  log loop-profile; $FG timeout ${LOOP_TIMEOUT:-260} $PY -m benchmarks.loop_profile --out "$OUT/loop-profile.json" \
+    --size $SIZE --device $DEVICE ${LOOP_ARGS:-} \
+    --variants media.encode_process=off,media.encode_process=on,media.encode_process=on+runtime.cuda_graphs=on \
+    > "$OUT/loop-profile.log" 2>&1; echo "loop-profile rc=$?" >> "$OUT/loop-profile.log"
+  grep -v Warning "$OUT/loop-profile.log" | grep "loop_profile\|rc=" | cut -c1-400 | tail -n 4
+  animate ${CLIP_FRAMES:-300} 10s-process
+  animate ${CLIP_FRAMES:-300} 10s-thread --set media.encode_process=off
+  log aoti-load-profile; CXX=/usr/bin/g++ timeout ${AOTI_LOAD_TIMEOUT:-150} $PY -m benchmarks.aoti_load_profile \
+    --out "$OUT/aoti-load-profile.json" --device $DEVICE 2>&1 | grep -v Warning | tail -n 4
+  log done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
