@@ -41,7 +41,8 @@ profiler = cProfile.Profile() if profiled else None
 t1 = time.perf_counter()
 if profiler: profiler.enable()
 with torch._inductor.config.patch(LOAD_OPTIONS):
-    model = torch._inductor.aoti_load_package(path, run_single_threaded=True, device_index=0 if device == "cuda" else -1)
+    index = 0 if device == "cuda" else -1
+    model = torch._inductor.aoti_load_package(path, run_single_threaded=True, device_index=index)
 if profiler: profiler.disable()
 load = time.perf_counter() - t1
 result = {"import_and_device_s": round(ready, 2), "load_s": round(load, 2), "subprocesses": runs[:40]}

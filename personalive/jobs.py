@@ -209,8 +209,8 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
     import torch
 
     from personalive.media.background import BackgroundWriter
-    from personalive.media.encoder_process import EncoderProcess
     from personalive.media.sink import VideoSink
+    from personalive.media.sink_process import SinkProcess
     from personalive.realworld import Outputs
 
     generation, media = config.generation, config.media
@@ -221,7 +221,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
     options |= {"audio_from": audio_from, "audio_start": audio_start, "overwrite": overwrite}
     options["inputs"] = {"driving video": job.drive, "reference image": job.ref}
     generator = torch.Generator(device).manual_seed(generation.seed)
-    Sink = EncoderProcess if media.encode_process else VideoSink
+    Sink = SinkProcess if media.encode_process else VideoSink
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(Sink(job.out, rate, outputs.size[1], outputs.size[0], **options))
         compare = None

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from personalive.errors import GarbageOutputError, OutputError, WriteError
-from personalive.media.encoder_process import EncoderProcess
 from personalive.media.sink import VideoSink
+from personalive.media.sink_process import SinkProcess
 
 from .synth import frame_pattern, make_video, probe
 
@@ -25,7 +25,7 @@ def _leftovers(folder):
 def test_same_file_as_the_in_process_sink(tmp_path):
     drive = make_video(tmp_path / "d.mp4", frames=3, audio_seconds=1.0)
     files = {}
-    for name, sink_class in (("thread", VideoSink), ("process", EncoderProcess)):
+    for name, sink_class in (("thread", VideoSink), ("process", SinkProcess)):
         out = tmp_path / f"{name}.mp4"
         with sink_class(out, Fraction(30000, 1001), 64, 48, audio_from=drive, crf=18, preset="medium") as sink:
             for i in range(12):
@@ -42,15 +42,15 @@ def test_construction_errors_come_back_as_themselves(tmp_path):
     out = tmp_path / "o.mp4"
     out.write_bytes(b"keep me")
     with pytest.raises(OutputError, match=r"o\.mp4: output exists \(pass --overwrite"):
-        EncoderProcess(out, Fraction(25), 64, 64)
+        SinkProcess(out, Fraction(25), 64, 64)
     assert out.read_bytes() == b"keep me"
     with pytest.raises(OutputError, match=r"\.avi"):
-        EncoderProcess(tmp_path / "o.avi", Fraction(25), 64, 64)
+        SinkProcess(tmp_path / "o.avi", Fraction(25), 64, 64)
 
 
 def test_flat_frames_are_refused_and_nothing_is_left(tmp_path):
     out = tmp_path / "o.mp4"
-    sink = EncoderProcess(out, Fraction(25), 64, 64)
+    sink = SinkProcess(out, Fraction(25), 64, 64)
     for _ in range(4):
         sink.write(np.full((64, 64, 3), 7, np.uint8))
     with pytest.raises(GarbageOutputError, match="one flat colour"):
@@ -60,7 +60,7 @@ def test_flat_frames_are_refused_and_nothing_is_left(tmp_path):
 
 def test_abort_and_exceptions_leave_nothing(tmp_path):
     out = tmp_path / "o.mp4"
-    with pytest.raises(RuntimeError, match="boom"), EncoderProcess(out, Fraction(25), 64, 64) as sink:
+    with pytest.raises(RuntimeError, match="boom"), SinkProcess(out, Fraction(25), 64, 64) as sink:
         sink.write(frame_pattern(0, 64, 64))
         raise RuntimeError("boom")
     assert not out.exists() and _leftovers(tmp_path) == []
@@ -69,7 +69,7 @@ def test_abort_and_exceptions_leave_nothing(tmp_path):
 
 def test_a_child_that_dies_is_a_write_error_and_leaves_nothing(tmp_path):
     out = tmp_path / "o.mp4"
-    sink = EncoderProcess(out, Fraction(25), 64, 64)
+    sink = SinkProcess(out, Fraction(25), 64, 64)
     sink.write(frame_pattern(0, 64, 64))
     assert any(p.name.startswith(".") for p in tmp_path.iterdir())  # the child's temporary file
     os.kill(sink._proc.pid, signal.SIGKILL)
@@ -82,7 +82,7 @@ def test_a_child_that_dies_is_a_write_error_and_leaves_nothing(tmp_path):
 
 
 def test_wrong_frame_shape_is_refused_in_the_parent(tmp_path):
-    with EncoderProcess(tmp_path / "o.mp4", Fraction(25), 64, 64) as sink:
+    with SinkProcess(tmp_path / "o.mp4", Fraction(25), 64, 64) as sink:
         with pytest.raises(ValueError, match=r"expected \(64, 64, 3\)"):
             sink.write(np.zeros((32, 64, 3), np.uint8))
         sink.write(frame_pattern(0, 64, 64))
@@ -92,7 +92,7 @@ def test_wrong_frame_shape_is_refused_in_the_parent(tmp_path):
 def test_ctrl_c_to_the_group_does_not_reach_the_child(tmp_path):
     # the terminal sends SIGINT to every process of the group; the child must leave the decision to the parent
     out = tmp_path / "o.mp4"
-    with EncoderProcess(out, Fraction(25), 64, 64) as sink:
+    with SinkProcess(out, Fraction(25), 64, 64) as sink:
         sink.write(frame_pattern(0, 64, 64))
         os.kill(sink._proc.pid, signal.SIGINT)
         time.sleep(0.3)
@@ -132,5 +132,5 @@ def test_encoding_keeps_its_speed_while_the_main_thread_is_busy(tmp_path):
         return time.perf_counter() - start
 
     in_process = encoded_while_busy(VideoSink, "thread")
-    child = encoded_while_busy(EncoderProcess, "process")
+    child = encoded_while_busy(SinkProcess, "process")
     assert child < 0.6 * in_process, (child, in_process)

@@ -6,7 +6,7 @@ several stretches, and the GPU idles while the host waits for it (measured on th
 encoding 512x512 H.264 left a busy Python thread 15-30 % of its speed; see ``benchmarks/RESULTS.md``). A child
 process has its own interpreter: the parent only copies each frame into a pipe, with the lock released.
 
-:class:`EncoderProcess` has the sink's interface (``write``, ``close``, ``abort``, ``frames_written``,
+:class:`SinkProcess` has the sink's interface (``write``, ``close``, ``abort``, ``frames_written``,
 ``audio_seconds``, a context manager) and keeps its guarantees: the child writes to the hidden temporary file
 and publishes it only on ``close``; errors (disk full, all frames one flat colour, the output appeared meanwhile)
 come back as the same one-line errors, raised by the parent's next call; a child that dies is a
@@ -17,7 +17,7 @@ Protocol: the parent writes one JSON line (the sink's arguments), then per frame
 ``{"ready": temp path}``, ``{"error": class name, "message": ...}``, ``{"closed": {...}}``, ``{"aborted": true}``.
 The child ignores Ctrl-C (the terminal sends it to the whole process group): the parent decides, and aborts it.
 
-Run as ``python -m personalive.media.encoder_process`` (by :class:`EncoderProcess` only).
+Run as ``python -m personalive.media.sink_process`` (by :class:`SinkProcess` only).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ FRAME, CLOSE, ABORT = b"F", b"C", b"A"
 _STOP_WAIT_S = 10.0  # how long an aborted or closing child may take before it is killed
 
 
-class EncoderProcess:
+class SinkProcess:
     """A :class:`~personalive.media.sink.VideoSink` (same arguments) run in a child process."""
 
     def __init__(
@@ -218,7 +218,7 @@ class EncoderProcess:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> EncoderProcess:
+    def __enter__(self) -> SinkProcess:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
