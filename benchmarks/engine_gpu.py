@@ -193,12 +193,12 @@ AOTI_LOAD_CHILD = """
 import sys, time
 t0 = time.perf_counter()
 import torch
-from personalive.backends import aoti
+from personalive.backends import aoti, aoti_wrapper
 from personalive.config import load_config
 from personalive.pipeline.window import build_window_module
 from personalive.weights import load_models
 if sys.argv[3] == "without":
-    aoti.LOAD_OPTIONS.clear()
+    aoti_wrapper.SKIP_ISA_TEST_BUILDS = False
 device = torch.device(sys.argv[4])
 dtype = torch.float16 if device.type == "cuda" else torch.float32
 config = load_config(None, [], {"model.weights_dir": sys.argv[2], **dict(kv.split("=") for kv in sys.argv[5:])})

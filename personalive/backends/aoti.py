@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personalive.backends.aoti_wrapper import LOAD_OPTIONS, AOTIError, check_wrapper
+from personalive.backends.aoti_wrapper import AOTIError, check_wrapper, loading
 from personalive.errors import InputError
 from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES, WINDOW_STEP_NETWORKS
 
@@ -163,7 +163,7 @@ class AOTIRunner:
             # single-threaded: the pipeline calls the step from one thread, and the container's cross-thread
             # bookkeeping (events, waits) is not capturable: with it, the CUDA graph capture failed on the H200
             # ("operation not permitted when stream is capturing") and the step ran uncaptured
-            with torch._inductor.config.patch(LOAD_OPTIONS):
+            with loading():
                 self.model = torch._inductor.aoti_load_package(
                     str(self.path), run_single_threaded=True, device_index=index
                 )
