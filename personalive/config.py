@@ -176,7 +176,8 @@ class MediaConfig:
     audio: bool = True
     max_frames: int | None = None
     # encode in a child process (its own interpreter lock): PyAV holds the lock while it converts, encodes and
-    # muxes, and on a thread of this process that stalls the thread queueing the GPU's work
+    # muxes, so on a thread of this process it takes turns with the thread queueing the GPU's work (H200: 31 ms a
+    # frame on a thread, 24 ms in a child; the same loop speed at the eager step's 17 fps)
     encode_process: bool = True
 
 

@@ -43,7 +43,42 @@ AUDIO_CODEC = "aac"
 AUDIO_BITRATE = 160_000
 
 
-class VideoSink:
+class FrameSink:
+    """What every output sink shares: frames checked against its size, its duration, ``with`` = close or abort."""
+
+    rate: Fraction
+    width: int
+    height: int
+    frames_written: int
+
+    def frame_array(self, frame) -> np.ndarray:
+        """One (H, W, 3) uint8 frame (numpy or CPU tensor) as an array of this sink's size (else ValueError)."""
+        rgb = frame.numpy() if hasattr(frame, "numpy") else np.asarray(frame)
+        if rgb.shape != (self.height, self.width, 3):
+            raise ValueError(f"frame of shape {rgb.shape}, expected {(self.height, self.width, 3)}")
+        return rgb
+
+    @property
+    def duration(self) -> float:
+        return float(self.frames_written / self.rate)
+
+    def close(self) -> Path:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 - the subclass itself
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoSink(FrameSink):
     """Write RGB frames as H.264 to ``path`` (atomically), optionally with the audio of ``audio_from``.
 
     ``rate`` is the exact frame rate, ``width`` x ``height`` the frame size. Frames are (H, W, 3) uint8 arrays
@@ -116,9 +151,7 @@ class VideoSink:
         """Encode one (H, W, 3) uint8 frame (numpy or CPU tensor) and interleave the audio up to its time."""
         import av
 
-        rgb = frame.numpy() if hasattr(frame, "numpy") else np.asarray(frame)
-        if rgb.shape != (self.height, self.width, 3):
-            raise ValueError(f"frame of shape {rgb.shape}, expected {(self.height, self.width, 3)}")
+        rgb = self.frame_array(frame)
         self._note_uniform(rgb)
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         video_frame.pts = self.frames_written
@@ -137,10 +170,6 @@ class VideoSink:
             self.uniform_frames += 1
             if self._first_colour is None:
                 self._first_colour = tuple(int(c) for c in rgb[0, 0])
-
-    @property
-    def duration(self) -> float:
-        return float(self.frames_written / self.rate)
 
     def close(self) -> Path:
         """Flush the encoders, close the file and move it to ``path``. Returns ``path``."""
@@ -182,15 +211,6 @@ class VideoSink:
                     closeable.close()
                 except Exception:  # noqa: BLE001 - the file is being discarded anyway
                     log.debug("ignored error while discarding %s", self._tmp, exc_info=True)
-
-    def __enter__(self) -> VideoSink:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class _AudioCopy:

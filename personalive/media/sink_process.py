@@ -1,10 +1,13 @@
 """The output video encoded in a child process: a :class:`~personalive.media.sink.VideoSink` behind a pipe.
 
-Why: PyAV holds the interpreter lock for much of its work (frame conversion, the encoder call, muxing). Encoded on
-a thread of the animating process, each frame takes the lock from the thread that queues the GPU's work for
-several stretches, and the GPU idles while the host waits for it (measured on the 2-core CPU machine: a thread
-encoding 512x512 H.264 left a busy Python thread 15-30 % of its speed; see ``benchmarks/RESULTS.md``). A child
-process has its own interpreter: the parent only copies each frame into a pipe, with the lock released.
+Why: PyAV holds the interpreter lock for much of its work (frame conversion, the encoder call, muxing), so on a
+thread of the animating process the encoder and the thread that queues the GPU's work take turns with the lock.
+Measured: on the 2-core CPU machine, 60 frames of 512x512 H.264 beside a busy Python thread took 1.9-2.5 s on a
+thread and 0.7-0.8 s in a child (``tests/media/test_sink_process.py``); on the H200 the encoder's pace in the
+animate job body was 31 ms a frame on a thread and 24 ms in a child. At the eager step's ~17 fps the GPU is the
+bound and the loop runs at the same speed either way (``benchmarks/RESULTS.md``, fifth session); a loop above
+~32 fps (the compiled backends) needs the child's pace. The parent only copies each frame into a pipe, with the
+lock released.
 
 :class:`SinkProcess` has the sink's interface (``write``, ``close``, ``abort``, ``frames_written``,
 ``audio_seconds``, a context manager) and keeps its guarantees: the child writes to the hidden temporary file
@@ -36,6 +39,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from personalive import errors
+from personalive.media.sink import FrameSink
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ FRAME, CLOSE, ABORT = b"F", b"C", b"A"
 _STOP_WAIT_S = 10.0  # how long an aborted or closing child may take before it is killed
 
 
-class SinkProcess:
+class SinkProcess(FrameSink):
     """A :class:`~personalive.media.sink.VideoSink` (same arguments) run in a child process."""
 
     def __init__(
@@ -160,16 +164,10 @@ class SinkProcess:
     # ------------------------------------------------------------------------------------------ the sink
     def write(self, frame: Any) -> None:
         """Hand one (H, W, 3) uint8 frame (numpy or CPU tensor) to the encoder."""
-        rgb = frame.numpy() if hasattr(frame, "numpy") else np.asarray(frame)
-        if rgb.shape != (self.height, self.width, 3):
-            raise ValueError(f"frame of shape {rgb.shape}, expected {(self.height, self.width, 3)}")
+        rgb = self.frame_array(frame)
         self._poll()
         self._send(FRAME, np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1).data)
         self.frames_written += 1
-
-    @property
-    def duration(self) -> float:
-        return float(self.frames_written / self.rate)
 
     def close(self) -> Path:
         """Flush and publish (in the child); returns ``path``. The child's errors are raised here."""
@@ -217,15 +215,6 @@ class SinkProcess:
     def _remove_temp(self) -> None:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> SinkProcess:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # ---------------------------------------------------------------------------------------------- the child

@@ -104,8 +104,8 @@ def test_ctrl_c_to_the_group_does_not_reach_the_child(tmp_path):
 def test_encoding_keeps_its_speed_while_the_main_thread_is_busy(tmp_path):
     """The reason for the child: on a thread of this process, the encoder shares the interpreter lock with the
     thread that queues the GPU's work, which is busy all the time; each time the encoder wants the lock back it
-    waits for that thread's switch interval, so frames are encoded several times slower, the writer's queue
-    fills, and the main thread ends up waiting for the encoder. In a child, the encoder has its own lock.
+    waits for that thread's switch interval, so frames are encoded several times slower, and a window loop faster
+    than the encoder waits for it. In a child, the encoder has its own lock.
 
     The main thread spins in Python until 60 frames (512x512) handed to the sink from another thread are
     encoded; measured on the 2-core machine: 1.9-2.5 s in-process, 0.7-0.8 s in the child.
