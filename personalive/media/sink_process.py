@@ -183,7 +183,9 @@ class SinkProcess(FrameSink):
         self.frames_written = closed["frames_written"]
         self.uniform_frames = closed["uniform_frames"]
         self.audio_seconds = closed["audio_seconds"]
-        self._stop()
+        # the output is published: return now and let the child exit on its own. A batch worker reports the job
+        # done as soon as this returns, and a stop signal arriving in between would lose a finished job's entry
+        threading.Thread(target=self._stop, name="personalive-encoder-reaper", daemon=True).start()
         return self.path
 
     def abort(self) -> None:
