@@ -251,6 +251,7 @@ N)  # fifth session: the job body's idle GPU; the encoder in a child process; th
   log done
   ;;
 O)  # for the sixth session: aoti_wrapper.loading() skips the ISA sub-tests too (call N's profile); predicted < 5 s
+  log isa-probe; timeout 120 $PY -m benchmarks.isa_probe --out "$OUT/isa.json" 2>&1 | tail -n 2
   aoti_build
   pack_package  # so that a later call can carry the package back instead of building it again (~270 s)
   upstream
