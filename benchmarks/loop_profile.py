@@ -149,7 +149,7 @@ def analyse(events: list[Any]) -> dict[str, Any]:
 
     return {
         "loop_wall_ms": round(wall_ms, 1),
-        "windows": len([e for e in windows]),
+        "windows": len(windows),
         "gpu_busy_ms": round(busy / 1000, 1),
         "gpu_busy_share": round(busy / 1000 / wall_ms, 3) if wall_ms else None,
         "gpu_ops": len(gpu),
@@ -160,10 +160,10 @@ def analyse(events: list[Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    from benchmarks.random_run import random_run
     from personalive import bench
     from personalive.backends.eager import EagerWindowStep
     from personalive.config import load_config
-    from personalive.random_weights import random_models
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, required=True)
@@ -175,20 +175,14 @@ def main() -> None:
     p.add_argument("--video-size", default="640x480")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    device = torch.device(args.device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = True
-    models = random_models(args.size, device, dtype)
+    models, device, base = random_run(args.size, args.device)
     width, height = (int(v) for v in args.video_size.split("x"))
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC"), "frames": args.frames, "rows": {}}
     if device.type == "cuda":
         result["card"] = torch.cuda.get_device_name(device)
     result["torch"] = torch.__version__
     for variant in args.variants.split(","):
-        options = {"model.dtype": "fp16" if dtype == torch.float16 else "fp32", "runtime.device": str(device)}
-        options |= dict(item.split("=", 1) for item in variant.split("+"))  # "a=1+b=2": two overrides
-        if args.size == "tiny":
-            options |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
+        options = base | dict(item.split("=", 1) for item in variant.split("+"))  # "a=1+b=2": two overrides
         config = load_config(options=options)
         step = EagerWindowStep.from_models(models, config, device)
         video = bench.BenchOptions(random=args.size, frames=args.frames, warmup=0, video_frames=args.frames)

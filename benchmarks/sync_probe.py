@@ -64,10 +64,10 @@ class SyncRecorder:
 
 
 def main() -> None:
+    from benchmarks.random_run import random_run
     from personalive import bench
     from personalive.backends.eager import EagerWindowStep
     from personalive.config import load_config
-    from personalive.random_weights import random_models
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, required=True)
@@ -77,14 +77,8 @@ def main() -> None:
     p.add_argument("--graphs", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    device = torch.device(args.device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = True
-    models = random_models(args.size, device, dtype)
-    options = {"model.dtype": "fp16" if dtype == torch.float16 else "fp32", "runtime.device": str(device)}
+    models, device, options = random_run(args.size, args.device)
     options["runtime.cuda_graphs"] = "on" if args.graphs else "off"
-    if args.size == "tiny":
-        options |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
     config = load_config(options=options)
     step = EagerWindowStep.from_models(models, config, device)
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC"), "graphs": args.graphs, "frames": args.frames}

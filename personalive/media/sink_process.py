@@ -67,7 +67,6 @@ class SinkProcess(FrameSink):
         self.frames_written = 0  # frames handed to the child (the child's count once closed)
         self.uniform_frames = 0
         self.audio_seconds = 0.0
-        self._frame_bytes = width * height * 3
         self._tmp: Path | None = None
         self._closed = False
         self._messages: list[dict[str, Any]] = []

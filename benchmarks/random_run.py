@@ -1,0 +1,25 @@
+"""The set-up the job-body benchmarks share: random networks on the device and the run options that fit them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def random_run(size: str, device_name: str) -> tuple[Any, torch.device, dict[str, Any]]:
+    """Random ``size`` networks (fp16 on CUDA, fp32 elsewhere), the device, and the matching config overrides
+    (dtype, device; the tiny networks' own resolution at ``tiny``). cuDNN autotuning on, as in the product."""
+    from personalive.random_weights import random_models
+
+    device = torch.device(device_name)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    torch.backends.cudnn.benchmark = True
+    models = random_models(size, device, dtype)
+    options: dict[str, Any] = {
+        "model.dtype": "fp16" if dtype == torch.float16 else "fp32",
+        "runtime.device": str(device),
+    }
+    if size == "tiny":
+        options |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
+    return models, device, options
