@@ -254,11 +254,14 @@ O)  # sixth session: aoti_wrapper.loading() skips the ISA sub-tests too (call N'
     # the build (CPU-bound), where the eager step's GPU time goes (kernel times, unaffected by the build's CPU use)
   log isa-probe; timeout 120 $PY -m benchmarks.isa_probe --out "$OUT/isa.json" 2>&1 | tail -n 2
   log "step-profile (background)"
-  (timeout 400 $PY -m benchmarks.step_profile --out "$OUT/step-profile.json" --device $DEVICE --size $SIZE \
-    > "$OUT/step-profile.log" 2>&1; echo "step-profile rc=$?" >> "$OUT/step-profile.log") &
+  (timeout 200 $PY -m benchmarks.step_profile --out "$OUT/step-profile.json" --device $DEVICE --size $SIZE \
+    > "$OUT/step-profile.log" 2>&1; echo "step-profile rc=$?" >> "$OUT/step-profile.log"
+   timeout 150 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE --size $SIZE \
+    > "$OUT/step-variants.log" 2>&1; echo "step-variants rc=$?" >> "$OUT/step-variants.log") &
   PROFILE=$!
   aoti_build
-  log "waiting for step-profile"; wait $PROFILE; grep -v Warning "$OUT/step-profile.log" | tail -n 3
+  log "waiting for step-profile and step-variants"; wait $PROFILE
+  grep -v Warning "$OUT/step-profile.log" | tail -n 2; grep -v Warning "$OUT/step-variants.log" | tail -n 3
   pack_package  # so that a later call can carry the package back instead of building it again (~270 s)
   upstream
   # the control without the load options (L: 53.7 s) is left out for time: isa_probe above is the control

@@ -109,8 +109,12 @@ def analyse(prof, device_type: str) -> dict:
             sums[k][1] += 1
         rows = sorted(sums.items(), key=lambda kv: -kv[1][0])[:top]
         return [
-            {"key": k if isinstance(k, str) else " | ".join(k), "ms": round(v[0] / 1000, 3),
-             "pct": round(100 * v[0] / total, 1), "count": v[1]}
+            {
+                "key": k if isinstance(k, str) else " | ".join(k),
+                "ms": round(v[0] / 1000, 3),
+                "pct": round(100 * v[0] / total, 1),
+                "count": v[1],
+            }
             for k, v in rows
         ]
 
@@ -174,8 +178,12 @@ def main() -> None:
                         if device.type == "cuda":
                             torch.cuda.synchronize()
                     found = analyse(prof, device.type)
-                    log.info("keyframes %d: %.1f ms of device time in %d kernels", keyframes, found["device_ms"],
-                             found["launches"])
+                    log.info(
+                        "keyframes %d: %.1f ms of device time in %d kernels",
+                        keyframes,
+                        found["device_ms"],
+                        found["launches"],
+                    )
                     if best is None or found["device_ms"] < best["device_ms"]:
                         best = found
             finally:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
+
+from personalive.models.feed_forward import geglu_feed_forward
 
 __all__ = [
     "ReferenceTransformerBlock",
@@ -45,6 +46,19 @@ def per_frame(tokens: torch.Tensor, frames: int) -> torch.Tensor:
     """
     batch = tokens.shape[0]
     return tokens.unsqueeze(1).expand(batch, frames, *tokens.shape[1:]).reshape(batch * frames, *tokens.shape[1:])
+
+
+def _append_per_frame(tokens: torch.Tensor, shared: torch.Tensor, frames: int) -> torch.Tensor:
+    """tokens (B*F, L, C) followed by ``shared`` (B, R, C), the same for each frame of a batch element: (B*F, L+R, C).
+
+    Concatenated as (B, F, ., C) with ``shared`` expanded over the frames (a view), so the one copy is the
+    concatenation's own: ``per_frame`` first would materialise the F copies of ``shared`` and copy them again.
+    """
+    n, length, channels = tokens.shape
+    batch = shared.shape[0]
+    every_frame = shared.unsqueeze(1).expand(batch, frames, *shared.shape[1:])
+    joined = torch.cat([tokens.reshape(batch, frames, length, channels), every_frame], dim=2)
+    return joined.reshape(n, length + shared.shape[1], channels)
 
 
 def project_reference(attn: Attention, reference: torch.Tensor) -> torch.Tensor:
@@ -84,8 +98,8 @@ def multihead_attention(
     key, value = attn.to_k(source), attn.to_v(source)
     if reference_kv is not None:
         ref_key, ref_value = reference_kv.to(hidden_states.dtype).chunk(2, dim=-1)
-        key = torch.cat([key, per_frame(ref_key, num_frames)], dim=1)
-        value = torch.cat([value, per_frame(ref_value, num_frames)], dim=1)
+        key = _append_per_frame(key, ref_key, num_frames)
+        value = _append_per_frame(value, ref_value, num_frames)
     heads = attn.heads
     out = F.scaled_dot_product_attention(
         _split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads)
@@ -115,7 +129,7 @@ class ReferenceTransformerBlock(nn.Module):
             bias=False,
         )
         self.norm3 = nn.LayerNorm(dim)
-        self.ff = FeedForward(dim, dropout=dropout, activation_fn="geglu")
+        self.ff = geglu_feed_forward(dim, dropout=dropout)
         # the cross-attention context is the CLIP image embedding, one token: see single_key_attention.
         # False runs the full attention (the same function up to rounding; kept for measurements and checks)
         self.single_key_shortcut = True

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
+
+from personalive.models.feed_forward import geglu_feed_forward
 
 FAN_FEATURES = 256  # hourglass width, fixed in upstream's FAN
 FAN_LANDMARKS = 68  # heatmap channels of the landmark head
@@ -126,7 +127,7 @@ class SpatialSelfAttentionBlock(nn.Module):
         super().__init__()
         self.attention_blocks = nn.ModuleList([Attention(query_dim=dim, heads=heads, dim_head=head_dim, bias=False)])
         self.norms = nn.ModuleList([nn.LayerNorm(dim)])
-        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.ff = geglu_feed_forward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, L, D) -> (N, L, D)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
 from personalive.errors import ConfigError, PersonaLiveError
 from personalive.models.attention_3d import multihead_attention
+from personalive.models.feed_forward import geglu_feed_forward
 
 __all__ = ["MotionAttention", "MotionModule", "PositionalEncoding", "build_motion_module"]
 
@@ -108,7 +108,7 @@ class TemporalTransformerBlock(nn.Module):
             norms.append(nn.LayerNorm(dim))
         self.attention_blocks = nn.ModuleList(attentions)
         self.norms = nn.ModuleList(norms)
-        self.ff = FeedForward(dim, dropout=0.0, activation_fn="geglu")
+        self.ff = geglu_feed_forward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor, num_frames: int, context: torch.Tensor | None) -> torch.Tensor:
