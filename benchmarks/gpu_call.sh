@@ -20,6 +20,8 @@
 #      whole animate with each, the first load of a toy AOTInductor package profiled.
 #   O: (next session) the AOTInductor first load with the ISA sub-tests skipped too: the package built, upstream,
 #      its first load in fresh processes (with / without the product's load context), animate on it; packed back.
+#   P: (sixth session) upstream; the fp32 ONNX check (M) beside the eager fast path vs before and the step profile;
+#      the whole eager animate.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -268,6 +270,22 @@ O)  # sixth session: aoti_wrapper.loading() skips the ISA sub-tests too (call N'
   log aoti-load; AOTI_LOAD_MODES=with,with timeout 200 $E aoti-load 2>&1 | grep "first load" | tail -n 3
   AOTI_ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-120} animate_package
   log done
+  ;;
+P)  # sixth session, second call: upstream on a quiet machine; then the fp32 ONNX check with the reference's TF32 off
+    # (case M) on cores 0-11 beside the eager fast path against the code before (alternating rounds, GPU-timed) and
+    # the step profile again on cores 12-15; the whole eager animate last, alone
+  upstream
+  log "onnx export + verify, fp32, reference without TF32 (background, cores 0-11)"
+  (${FG:+taskset -c 0-11} timeout ${ONNX_TIMEOUT:-380} $PY -m benchmarks.engine_gpu --weights $W --out $OUT \
+    --size $SIZE --device $DEVICE --dtype fp32 onnx-verify > "$OUT/onnx.log" 2>&1; echo "onnx rc=$?" >> "$OUT/onnx.log") &
+  ONNX=$!
+  SIDE=${FG:+taskset -c 12-15}
+  log step-variants; $SIDE timeout 150 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE \
+    --size $SIZE > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | tail -n 3
+  log step-profile; $SIDE timeout 150 $PY -m benchmarks.step_profile --out "$OUT/step-profile.json" --device $DEVICE \
+    --size $SIZE --keyframes 0 > "$OUT/step-profile.log" 2>&1; grep -v Warning "$OUT/step-profile.log" | tail -n 2
+  log "waiting for onnx"; wait $ONNX; grep -v Warning "$OUT/onnx.log" | grep -v "^ " | tail -n 9
+  animate ${CLIP_FRAMES:-300} 10s-eager
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -5,8 +5,9 @@
 Variants (the networks' weights are shared; only the code path differs):
 
 * ``fast``: the product (split GEGLU projections, reference keys/values appended per frame without an
-  intermediate copy);
-* ``before``: diffusers' GEGLU forward and the per-frame copy then the concatenation (the code before).
+  intermediate copy, the VAE's attention output back in NCHW);
+* ``before``: diffusers' GEGLU forward, the per-frame copy then the concatenation, diffusers' attention processor
+  in the VAE (the code before the sixth session).
 
 For 0 and 3 keyframes: plain eager (the flag set before each round of calls) and with CUDA graphs (one capture
 per variant: the kernels are fixed at capture). Rounds alternate the variants, so a GPU shared with another job
@@ -38,17 +39,23 @@ def before(module: torch.nn.Module):
     def old_append(tokens, shared, frames):
         return torch.cat([tokens, attention_3d.per_frame(shared, frames)], dim=1)
 
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from personalive.models.vae import NCHWAttnProcessor
+
     gegl = [m for m in module.modules() if isinstance(m, SplitGEGLU)]
     saved = attention_3d._append_per_frame
     attention_3d._append_per_frame = old_append
     for m in gegl:
         m.split = False
+    module.vae.set_attn_processor(AttnProcessor2_0())
     try:
         yield
     finally:
         attention_3d._append_per_frame = saved
         for m in gegl:
             m.split = True
+        module.vae.set_attn_processor(NCHWAttnProcessor())
 
 
 def timed_ms(fn, device: torch.device, iters: int) -> list[float]:

@@ -56,3 +56,27 @@ def test_append_per_frame_equals_repeating_then_concatenating():
     assert got.shape == (batch * frames, length + shared_length, channels)
     assert torch.equal(got, expected)
     assert torch.equal(got[frames + 1, length:], shared[1])  # frame 1 of batch element 1 sees element 1's tokens
+
+
+def test_vae_decoder_stays_nchw_after_its_attention_and_decodes_the_same():
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from personalive.model_sizes import preset
+    from personalive.models.vae import NCHWAttnProcessor, build_vae
+
+    torch.manual_seed(4)
+    vae = build_vae(preset("tiny")["vae"]).eval()
+    assert isinstance(vae.decoder.mid_block.attentions[0].processor, NCHWAttnProcessor)
+    layouts = []
+    hook = vae.decoder.up_blocks[0].register_forward_hook(lambda m, a, out: layouts.append(out.is_contiguous()))
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3), dtype=vae.dtype)
+    try:
+        with torch.no_grad():
+            ours = vae.decode(latents).sample
+            vae.set_attn_processor(AttnProcessor2_0())  # diffusers' own: a channels-last view from here on
+            theirs = vae.decode(latents).sample
+    finally:
+        vae.set_attn_processor(NCHWAttnProcessor())
+        hook.remove()
+    assert layouts == [True, False]
+    assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
