@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -59,20 +58,11 @@ def before(module: torch.nn.Module):
 
 
 def timed_ms(fn, device: torch.device, iters: int) -> list[float]:
-    out = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            out.append(1000 * (time.perf_counter() - t0))
-    return out
+    """``iters`` calls, ms each, on the product's benchmark clock (CUDA events on a GPU)."""
+    from personalive.bench import Clock
+
+    clock = Clock(device)
+    return [1000 * clock.time(fn) for _ in range(iters)]
 
 
 def deviation(a: torch.Tensor, b: torch.Tensor) -> float:
