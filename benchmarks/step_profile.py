@@ -7,8 +7,8 @@ torch profiler, Python stacks recorded and every module's forward labelled (forw
 ``record_function``). Each kernel's device time is charged to the aten op that launched it, that op's innermost
 module (class and qualified name) and its nearest caller in personalive or diffusers (found on the CPU; in the
 sixth session's H200 runs the Python frames were not parents of the ops and the caller column came out empty: the
-module labels carry the attribution). On a CPU (the smoke test) the ops' own CPU time stands in for device time. The step is profiled ``--repeats`` times; the fastest profile is
-kept (the GPU may be shared with a build).
+module labels carry the attribution). On a CPU (the smoke test) the ops' own CPU time stands in for device time.
+The step is profiled ``--repeats`` times; the fastest profile is kept (the GPU may be shared with a build).
 """
 
 from __future__ import annotations

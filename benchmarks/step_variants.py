@@ -5,9 +5,10 @@
 Variants (the networks' weights are shared; only the code path differs):
 
 * ``fast``: the product (split GEGLU projections, reference keys/values appended per frame without an
-  intermediate copy, the VAE's attention output back in NCHW);
+  intermediate copy, the VAE's attention output back in NCHW, contiguous / frame-major tokens in the transformers
+  with their 1x1 convolutions as matmuls);
 * ``before``: diffusers' GEGLU forward, the per-frame copy then the concatenation, diffusers' attention processor
-  in the VAE (the code before the sixth session).
+  in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
 
 For 0 and 3 keyframes: plain eager (the flag set before each round of calls) and with CUDA graphs (one capture
 per variant: the kernels are fixed at capture). Rounds alternate the variants, so a GPU shared with another job
@@ -40,14 +41,19 @@ def before(module: torch.nn.Module):
 
     from diffusers.models.attention_processor import AttnProcessor2_0
 
+    from personalive.models.attention_3d import SpatialTransformer
+    from personalive.models.motion_module import TemporalTransformer
     from personalive.models.vae import NCHWAttnProcessor
 
+    layouts = [m for m in module.modules() if isinstance(m, (SpatialTransformer, TemporalTransformer))]
     gegl = [m for m in module.modules() if isinstance(m, SplitGEGLU)]
     saved = attention_3d._append_per_frame
     attention_3d._append_per_frame = old_append
     for m in gegl:
         m.split = False
     module.vae.set_attn_processor(AttnProcessor2_0())
+    for m in layouts:
+        m.fast_layout = False
     try:
         yield
     finally:
@@ -55,6 +61,8 @@ def before(module: torch.nn.Module):
         for m in gegl:
             m.split = True
         module.vae.set_attn_processor(NCHWAttnProcessor())
+        for m in layouts:
+            del m.fast_layout  # back to the class default
 
 
 def timed_ms(fn, device: torch.device, iters: int) -> list[float]:

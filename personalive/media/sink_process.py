@@ -3,7 +3,7 @@
 Why: PyAV holds the interpreter lock for much of its work (frame conversion, the encoder call, muxing), so on a
 thread of the animating process the encoder and the thread that queues the GPU's work take turns with the lock.
 Measured: on the 2-core CPU machine, 60 frames of 512x512 H.264 beside a busy Python thread took 1.9-2.5 s on a
-thread and 0.7-0.8 s in a child (``tests/media/test_sink_process.py``); on the H200 the encoder's pace in the
+thread and 0.7-0.8 s in a child (``benchmarks/encoder_contention.py``); on the H200 the encoder's pace in the
 animate job body was 31 ms a frame on a thread and 24 ms in a child. At the eager step's ~17 fps the GPU is the
 bound and the loop runs at the same speed either way (``benchmarks/RESULTS.md``, fifth session); a loop above
 ~32 fps (the compiled backends) needs the child's pace. The parent only copies each frame into a pipe, with the

@@ -155,8 +155,21 @@ class ReferenceTransformerBlock(nn.Module):
         return self.ff(self.norm3(hidden_states)) + hidden_states
 
 
+def _pointwise(layer: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """A Linear, or a 1x1 Conv2d, applied to tokens (N, L, C_in) -> (N, L, C_out)."""
+    if isinstance(layer, nn.Conv2d):
+        return F.linear(tokens, layer.weight.view(layer.out_channels, layer.in_channels), layer.bias)
+    return layer(tokens)
+
+
 class SpatialTransformer(nn.Module):
-    """Per-frame spatial transformer (upstream ``Transformer3DModel``): GroupNorm, 1x1 projection, one block."""
+    """Per-frame spatial transformer (upstream ``Transformer3DModel``): GroupNorm, 1x1 projection, one block.
+
+    ``fast_layout = False`` runs the path before the sixth session (projections as convolutions, tokens a permuted
+    view), for measurements; the two compute the same function.
+    """
+
+    fast_layout = True
 
     def __init__(
         self,
@@ -192,6 +205,16 @@ class SpatialTransformer(nn.Module):
         n, _, height, width = hidden_states.shape
         residual = hidden_states
         hidden_states = self.norm(hidden_states)
+        if self.fast_layout:
+            # contiguous tokens, the 1x1 convolutions applied as the matmuls they are (bias fused, no layout
+            # transposes around cuDNN); a permuted view instead made every LayerNorm copy it on CUDA and every
+            # residual add mix layouts
+            tokens = hidden_states.permute(0, 2, 3, 1).reshape(n, height * width, hidden_states.shape[1])
+            tokens = _pointwise(self.proj_in, tokens.contiguous())
+            for block in self.transformer_blocks:
+                tokens = block(tokens, encoder_hidden_states, reference_kv, num_frames)
+            tokens = _pointwise(self.proj_out, tokens)
+            return tokens.reshape(n, height, width, -1).permute(0, 3, 1, 2).contiguous() + residual
         if not self.use_linear_projection:
             hidden_states = self.proj_in(hidden_states)
         tokens = hidden_states.permute(0, 2, 3, 1).reshape(n, height * width, hidden_states.shape[1])

@@ -77,10 +77,17 @@ class MotionAttention(Attention):
         use_pe = mode == "Temporal" and position_encoding_max_len is not None
         self.pos_encoder = PositionalEncoding(query_dim, position_encoding_max_len) if use_pe else None
 
-    def attend(self, tokens: torch.Tensor, num_frames: int, context: torch.Tensor | None) -> torch.Tensor:
-        """tokens (B*F, L, C); context (B*F, S, D) for cross-attention. Returns (B*F, L, C)."""
+    def attend(
+        self, tokens: torch.Tensor, num_frames: int, context: torch.Tensor | None, frame_major: bool = False
+    ) -> torch.Tensor:
+        """tokens (B*F, L, C); context (B*F, S, D) for cross-attention. Returns (B*F, L, C).
+
+        ``frame_major``: tokens are (B*L, F, C) instead, the layout temporal attention works in (Temporal only).
+        """
         if self.mode == "Spatial":
             return multihead_attention(self, tokens, context=context if self.is_cross_attention else None)
+        if frame_major:
+            return multihead_attention(self, tokens if self.pos_encoder is None else self.pos_encoder(tokens))
         n, length, channels = tokens.shape
         batch = n // num_frames
         # (B*F, L, C) -> (B*L, F, C)
@@ -111,14 +118,25 @@ class TemporalTransformerBlock(nn.Module):
         self.ff = geglu_feed_forward(dim)
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, tokens: torch.Tensor, num_frames: int, context: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, num_frames: int, context: torch.Tensor | None, frame_major: bool = False
+    ) -> torch.Tensor:
         for attention, norm in zip(self.attention_blocks, self.norms, strict=True):
-            tokens = attention.attend(norm(tokens), num_frames, context) + tokens
+            tokens = attention.attend(norm(tokens), num_frames, context, frame_major) + tokens
         return self.ff(self.ff_norm(tokens)) + tokens
 
 
 class TemporalTransformer(nn.Module):
-    """GroupNorm, linear projection in, transformer blocks, linear projection out, residual."""
+    """GroupNorm, linear projection in, transformer blocks, linear projection out, residual.
+
+    Every layer but the attention works token by token, so the token order in memory is free: a module whose
+    attentions are all temporal keeps its tokens frame-major, (B*H*W, F, C), the layout temporal attention needs,
+    and other modules keep them contiguous per frame, (B*F, H*W, C). Either way the tokens are copied once in and
+    once out. (A permuted view instead, as before, made every LayerNorm copy its input on CUDA, and the temporal
+    attentions transpose in and out: ``fast_layout = False`` keeps that path for measurements.)
+    """
+
+    fast_layout = True
 
     def __init__(self, channels: int, heads: int, head_dim: int, num_layers: int, block_kwargs: dict) -> None:
         super().__init__()
@@ -131,12 +149,25 @@ class TemporalTransformer(nn.Module):
         )
         self.proj_out = nn.Linear(inner, channels)
 
+    @property
+    def temporal_only(self) -> bool:
+        return all(a.mode == "Temporal" for block in self.transformer_blocks for a in block.attention_blocks)
+
     def forward(self, hidden_states: torch.Tensor, num_frames: int, context: torch.Tensor | None) -> torch.Tensor:
         """hidden_states (B*F, C, H, W) -> (B*F, C, H, W)."""
         n, channels, height, width = hidden_states.shape
         residual = hidden_states
-        tokens = self.norm(hidden_states).permute(0, 2, 3, 1).reshape(n, height * width, channels)
-        tokens = self.proj_in(tokens)
+        normed = self.norm(hidden_states)
+        if self.fast_layout and self.temporal_only:
+            batch = n // num_frames
+            tokens = normed.view(batch, num_frames, channels, height * width).permute(0, 3, 1, 2)
+            tokens = self.proj_in(tokens.reshape(batch * height * width, num_frames, channels))
+            for block in self.transformer_blocks:
+                tokens = block(tokens, num_frames, context, frame_major=True)
+            tokens = self.proj_out(tokens).view(batch, height, width, num_frames, channels)
+            return tokens.permute(0, 3, 4, 1, 2).reshape(n, channels, height, width) + residual
+        tokens = normed.permute(0, 2, 3, 1).reshape(n, height * width, channels)
+        tokens = self.proj_in(tokens.contiguous() if self.fast_layout else tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens, num_frames, context)
         tokens = self.proj_out(tokens)

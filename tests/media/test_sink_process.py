@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from fractions import Fraction
 
@@ -99,38 +98,3 @@ def test_ctrl_c_to_the_group_does_not_reach_the_child(tmp_path):
         assert sink._proc.poll() is None
         sink.write(frame_pattern(1, 64, 64))
     assert probe(out)["frames"] == 2
-
-
-def test_encoding_keeps_its_speed_while_the_main_thread_is_busy(tmp_path):
-    """The reason for the child: on a thread of this process, the encoder shares the interpreter lock with the
-    thread that queues the GPU's work, which is busy all the time; each time the encoder wants the lock back it
-    waits for that thread's switch interval, so frames are encoded several times slower, and a window loop faster
-    than the encoder waits for it. In a child, the encoder has its own lock.
-
-    The main thread spins in Python until 60 frames (512x512) handed to the sink from another thread are
-    encoded; measured on the 2-core machine: 1.9-2.5 s in-process, 0.7-0.8 s in the child.
-    """
-    frames = [np.ascontiguousarray(np.roll(frame_pattern(0, 512, 512), 3 * i, axis=1)) for i in range(60)]
-
-    def encoded_while_busy(sink_class, name):
-        sink = sink_class(tmp_path / f"{name}.mp4", Fraction(25), 512, 512, preset="medium")
-        done = threading.Event()
-
-        def encode():
-            for f in frames:
-                sink.write(f)
-            sink.close()
-            done.set()
-
-        thread = threading.Thread(target=encode)
-        start = time.perf_counter()
-        thread.start()
-        spins = 0
-        while not done.is_set():
-            spins += 1
-        thread.join()
-        return time.perf_counter() - start
-
-    in_process = encoded_while_busy(VideoSink, "thread")
-    child = encoded_while_busy(SinkProcess, "process")
-    assert child < 0.6 * in_process, (child, in_process)
