@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers.models.activations import GEGLU
 from diffusers.models.attention import FeedForward
@@ -80,3 +81,64 @@ def test_vae_decoder_stays_nchw_after_its_attention_and_decodes_the_same():
         hook.remove()
     assert layouts == [True, False]
     assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return module.eval()
+
+
+def _both_layouts(module: torch.nn.Module, *args) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        fast = module(*args)
+        module.fast_layout = False
+        try:
+            before = module(*args)
+        finally:
+            del module.fast_layout
+    return fast, before
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_spatial_transformer_fast_layout_computes_the_same(linear):
+    from personalive.models.attention_3d import SpatialTransformer, project_reference
+
+    block = _randomize(
+        SpatialTransformer(32, 2, cross_attention_dim=24, norm_num_groups=8, use_linear_projection=linear), 5
+    )
+    frames = 3
+    x = torch.randn(2 * frames, 32, 6, 5, generator=torch.Generator().manual_seed(6))
+    image = torch.randn(2 * frames, 1, 24, generator=torch.Generator().manual_seed(7))
+    kv = project_reference(block.transformer_blocks[0].attn1, torch.randn(2, 30, 32))
+    fast, before = _both_layouts(block, x, image, kv, frames)
+    assert fast.shape == x.shape and fast.is_contiguous()
+    assert (fast - before).abs().max() <= 1e-5 * before.abs().max()
+
+
+@pytest.mark.parametrize(
+    "kinds, frame_major",
+    [(["Temporal_Self", "Temporal_Self"], True), (["Spatial_Cross", "Spatial_Cross"], False)],
+)
+def test_temporal_transformer_layouts_compute_the_same(kinds, frame_major):
+    from personalive.models.motion_module import build_motion_module
+
+    kwargs = {
+        "num_attention_heads": 2,
+        "num_transformer_block": 1,
+        "attention_block_types": kinds,
+        "cross_attention_dim": 12,
+        "temporal_position_encoding": frame_major,
+        "temporal_position_encoding_max_len": 8,
+    }
+    module = _randomize(build_motion_module(32, "Vanilla", kwargs), 8).temporal_transformer
+    assert module.temporal_only is frame_major
+    frames = 4
+    x = torch.randn(2 * frames, 32, 3, 5, generator=torch.Generator().manual_seed(9))
+    context = torch.randn(2 * frames, 6, 12, generator=torch.Generator().manual_seed(10)) if not frame_major else None
+    fast, before = _both_layouts(module, x, frames, context)
+    assert fast.shape == x.shape and fast.is_contiguous()
+    assert (fast - before).abs().max() <= 1e-5 * before.abs().max()
+    assert not torch.equal(fast[:frames], fast[frames:])  # the two batch elements stay apart
