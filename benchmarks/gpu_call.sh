@@ -22,6 +22,7 @@
 #      its first load in fresh processes (with / without the product's load context), animate on it; packed back.
 #   P: (sixth session) upstream; the fp32 ONNX check (M) beside the eager fast path vs before and the step profile;
 #      the whole eager animate.
+#   Q: (sixth session) the eager fast path incl. the transformers' token layouts vs before; upstream.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -75,7 +76,7 @@ animate_package() {  # [ANIMATE OPTIONS]: the whole command on the package, 300 
 }
 
 log "call $CALL start"
-[ "$CALL" = C ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights
+[ "$CALL" = C ] || [ "$CALL" = Q ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
 case $CALL in
 A)
   log "aoti-build (background, cores 8-15)"
@@ -286,6 +287,12 @@ P)  # sixth session, second call: upstream on a quiet machine; then the fp32 ONN
     --size $SIZE --keyframes 0 > "$OUT/step-profile.log" 2>&1; grep -v Warning "$OUT/step-profile.log" | tail -n 2
   log "waiting for onnx"; wait $ONNX; grep -v Warning "$OUT/onnx.log" | grep -v "^ " | tail -n 9
   animate ${CLIP_FRAMES:-300} 10s-eager
+  ;;
+Q)  # sixth session, last ~5 minutes of device time: the fast path with the transformers' token layouts against the
+    # code before (random weights in memory, no files), then upstream (last: the call may be cut short)
+  log step-variants; timeout 150 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE \
+    --size $SIZE --rounds 3 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | tail -n 3
+  upstream
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
