@@ -82,7 +82,8 @@ class MotionAttention(Attention):
     ) -> torch.Tensor:
         """tokens (B*F, L, C); context (B*F, S, D) for cross-attention. Returns (B*F, L, C).
 
-        ``frame_major``: tokens are (B*L, F, C) instead, the layout temporal attention works in (Temporal only).
+        ``frame_major``: tokens are (B*L, F, C) instead, the layout temporal attention works in (Temporal only),
+        and so is the result.
         """
         if self.mode == "Spatial":
             return multihead_attention(self, tokens, context=context if self.is_cross_attention else None)
