@@ -73,9 +73,13 @@ def timed_ms(fn, device: torch.device, iters: int) -> list[float]:
     return [1000 * clock.time(fn) for _ in range(iters)]
 
 
-def deviation(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float(), b.float()
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+def deviation(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    """max|a - b| / max|b|, as ``verify-engine`` measures it."""
+    from personalive.backends.verify import OutputReport, update_report
+
+    report = OutputReport("output")
+    update_report(report, actual, reference)
+    return report.rel
 
 
 def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: int, iters: int) -> dict:
