@@ -6,7 +6,9 @@ Generates a WxH 29.97 fps H.264 clip with an AAC track (``personalive.bench.writ
 runs ``personalive animate`` on them with ``--report``, and writes: wall seconds, exit status, the report's frames,
 fps and stage timings, and the child's peak resident memory (``RUSAGE_CHILDREN``: the whole command, interpreter
 and imports included). Comparing a 300-frame with an 1,800-frame run shows whether host memory grows with the
-video's length.
+video's length. ``--profile FILE.txt`` runs the command under ``cProfile`` (the main thread only; its calls get
+slower, so the run's times are not the product's) and writes the functions with the most cumulative time: where
+the time outside the frame loop goes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     p.add_argument("--size", default="640x480")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--profile", type=Path, default=None, help="cProfile the command; its top functions to this file")
     p.add_argument("animate_options", nargs="*")
     args = p.parse_args()
 
@@ -44,10 +47,12 @@ def main() -> None:
     clip_s = time.perf_counter() - start
     side = max(height, 256)
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / "r.png")
+    launch = ["-c", "import sys; from personalive.cli import main; sys.argv[0] = 'personalive'; main()"]
+    if args.profile is not None:
+        launch = ["-m", "cProfile", "-o", str(folder / "animate.prof"), "-m", "personalive.cli"]
     cmd = [
         sys.executable,
-        "-c",
-        "import sys; from personalive.cli import main; sys.argv[0] = 'personalive'; main()",
+        *launch,
         *("animate", "--ref", str(folder / "r.png"), "--drive", str(clip), "-o", str(folder / "out.mp4")),
         *("--weights", str(args.weights), "--report", str(folder / "report.json")),
         *args.animate_options,
@@ -68,9 +73,22 @@ def main() -> None:
     }
     if (folder / "report.json").is_file():
         out["report"] = json.loads((folder / "report.json").read_text())
+    if args.profile is not None and (folder / "animate.prof").is_file():
+        write_profile(folder / "animate.prof", args.profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out[k] for k in ("rc", "seconds", "peak_host_gib", "output_bytes")}))
+
+
+def write_profile(stats_file: Path, out: Path, top: int = 80) -> None:
+    """The ``top`` functions by cumulative time, as ``pstats`` prints them."""
+    import io
+    import pstats
+
+    text = io.StringIO()
+    pstats.Stats(str(stats_file), stream=text).sort_stats("cumulative").print_stats(top)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text.getvalue())
 
 
 if __name__ == "__main__":

@@ -12,14 +12,21 @@ Variants (the networks' weights are shared; only the code path differs):
 
 For 0 and 3 keyframes: plain eager (the flag set before each round of calls) and with CUDA graphs (one capture
 per variant: the kernels are fixed at capture). Rounds alternate the variants, so a GPU shared with another job
-slows both alike; CUDA-event medians over all rounds. The deviation of ``fast`` from ``before`` (fp16 on the GPU)
-is reported for the decoded frames and the next latents.
+slows both alike; CUDA-event medians over all rounds. ``fast, heuristics`` is the fast path with cuDNN's
+autotuning off (``torch.backends.cudnn.benchmark = False``, PyTorch's default: cuDNN's heuristics pick each
+convolution's algorithm) against the rows with it on.
+
+Inputs are ``verify-engine``'s (:class:`~personalive.backends.verify.VerificationInputs`: the older frames' motion
+tokens at the scale the motion encoder produces). Deviations, ``max|a - b| / max|b|`` per output: ``fast`` from
+``before`` in the run's dtype, and with ``--fp32-reference`` both from an fp32 copy of the same networks (same
+weights, TF32 off), which says whether the rewrites moved the fp16 result further from the exact one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import statistics
@@ -82,29 +89,48 @@ def deviation(actual: torch.Tensor, reference: torch.Tensor) -> float:
     return report.rel
 
 
+@contextlib.contextmanager
+def cudnn_heuristics():
+    """cuDNN's autotuning off inside the block (PyTorch's default), restored after."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+VARIANTS = {  # name -> the context its calls run in (``module`` given)
+    "fast": lambda module: contextlib.nullcontext(),
+    "before": before,
+    "fast, heuristics": lambda module: cudnn_heuristics(),
+}
+
+
+def deviations(prefix: str, actual: dict, reference: dict) -> dict[str, float]:
+    return {f"{prefix}_{name}": deviation(actual[name].float(), reference[name].float()) for name in reference}
+
+
 def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: int, iters: int) -> dict:
-    """Deviation of ``fast`` from ``before``, then both timed in alternating rounds, plain and (CUDA) graphed."""
+    """Deviation of ``fast`` from ``before``, then every variant timed in alternating rounds, plain and (CUDA)
+    graphed."""
     from personalive.backends.eager import EagerWindowStep
 
     plain = EagerWindowStep(module)
     fast_out = plain(inputs)
     with before(module):
         before_out = plain(inputs)
-    row = {
-        "deviation_frames": deviation(fast_out["frames"], before_out["frames"]),
-        "deviation_next_latents": deviation(fast_out["next_latents"], before_out["next_latents"]),
-    }
+    row = deviations("deviation", fast_out, before_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
-        graphed["fast"] = EagerWindowStep(module, cuda_graphs=True)
-        graphed["fast"](inputs)
-        with before(module):
-            graphed["before"] = EagerWindowStep(module, cuda_graphs=True)
-            graphed["before"](inputs)
+        for name, context in VARIANTS.items():
+            with context(module):
+                graphed[name] = EagerWindowStep(module, cuda_graphs=True)
+                graphed[name](inputs)
     times: dict[str, list[float]] = {}
     for _ in range(rounds):
-        for name in ("fast", "before"):
-            with before(module) if name == "before" else contextlib.nullcontext():
+        for name, context in VARIANTS.items():
+            with context(module):
                 plain(inputs)  # this path's warm-up
                 times.setdefault(name, []).extend(timed_ms(lambda: plain(inputs), device, iters))
             if name in graphed:
@@ -116,6 +142,25 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
     return row
 
 
+def fp32_deviations(module, reference, inputs32: dict, dtype: torch.dtype) -> dict[str, float]:
+    """Both paths in ``dtype`` against ``reference`` (an fp32 copy of ``module``, TF32 off) on the same inputs."""
+    from personalive.backends.eager import EagerWindowStep
+    from personalive.backends.verify import strict_fp32
+
+    with strict_fp32():
+        exact = EagerWindowStep(reference)(inputs32)
+    inputs = cast(inputs32, dtype)
+    plain = EagerWindowStep(module)
+    row = deviations("fp32_deviation_fast", plain(inputs), exact)
+    with before(module):
+        row |= deviations("fp32_deviation_before", plain(inputs), exact)
+    return row
+
+
+def cast(inputs: dict, dtype: torch.dtype) -> dict:
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -123,16 +168,20 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--fp32-reference", action="store_true", help="also both paths against an fp32 copy")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from benchmarks.random_run import random_run
+    from personalive.backends.verify import VerificationInputs
     from personalive.config import load_config
-    from personalive.pipeline.window import build_window_module, example_window_inputs
+    from personalive.pipeline.window import build_window_module
 
     models, device, options = random_run(args.size, args.device)
     config = load_config(options={**options, "runtime.cuda_graphs": "off"})
     module = build_window_module(models, config).eval()
     dtype = next(module.denoising_unet.parameters()).dtype
+    reference = copy.deepcopy(module).float() if args.fp32_reference else None
+    make_inputs = VerificationInputs(models, config, device)
     result: dict = {"torch": torch.__version__, "rows": []}
     if device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(device)
@@ -143,10 +192,12 @@ def main() -> None:
 
     graphs = device.type == "cuda"
     for keyframes in (0, 3):
-        g = torch.Generator(device).manual_seed(keyframes)
-        inputs = example_window_inputs(models, config, device, dtype, num_keyframes=keyframes, generator=g)
+        inputs32 = make_inputs(keyframes, torch.Generator(device).manual_seed(keyframes))
         with torch.inference_mode():
-            row = {"keyframes": keyframes, **compare(module, inputs, device, graphs, args.rounds, args.iters)}
+            row = {"keyframes": keyframes}
+            if reference is not None:
+                row |= fp32_deviations(module, reference, inputs32, dtype)
+            row |= compare(module, cast(inputs32, dtype), device, graphs, args.rounds, args.iters)
         result["rows"].append(row)
         log.info("%s", row)
         save()

@@ -300,8 +300,6 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     device = resolve_device(options.device)
     dtype_name = options.dtype if options.dtype != "auto" else ("fp16" if device.type == "cuda" else "fp32")
     dtype = torch_dtype(dtype_name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     extra: dict[str, Any] = {
         "model.dtype": dtype_name,
         "runtime.backend": options.backend,
@@ -326,6 +324,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.random == "tiny":  # the tiny networks' native resolution (128x128)
         extra |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
     config = load_config(options=extra)
+    if device.type == "cuda":  # as the product runs (set before the first convolution)
+        torch.backends.cudnn.benchmark = config.runtime.cudnn_benchmark
     set_exact_savings(models, options.savings)
     if options.channels_last:
         use_channels_last(models)

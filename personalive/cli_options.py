@@ -28,9 +28,15 @@ DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cuda, cuda:N or cpu (default: cuda:0 if available, else cpu).")
 ]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="fp16, bf16 or fp32.")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="Window-step backend: eager, compile or tensorrt.")]
+BackendOpt = Annotated[
+    str | None, typer.Option("--backend", help="Window-step backend: eager, compile, aoti or tensorrt.")
+]
 EngineOpt = Annotated[
-    Path | None, typer.Option("--engine", help="TensorRT engine for --backend tensorrt (default: found in engines/).")
+    Path | None,
+    typer.Option(
+        "--engine",
+        help="Engine for --backend tensorrt or aoti, or a compile cache for --backend compile (default: in engines/).",
+    ),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of all noise; the same seed gives the same frames.")]
 MaxFramesOpt = Annotated[int | None, typer.Option("--max-frames", help="Animate only the first N driving frames.")]

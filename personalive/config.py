@@ -157,6 +157,9 @@ class RuntimeConfig:
     compile_unet_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]  # --backend compile, per network
     compile_vae_mode: CompileMode = CompileMode.max_autotune  # type: ignore[valid-type]
     cuda_graphs: CudaGraphs = CudaGraphs.auto  # on a CUDA device: the whole step replayed from CUDA graphs
+    # torch.backends.cudnn.benchmark on a CUDA device: cuDNN times its algorithms for each new convolution shape and
+    # keeps the fastest; off, its heuristics choose (PyTorch's default)
+    cudnn_benchmark: bool = False
 
 
 @dataclass

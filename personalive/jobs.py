@@ -147,7 +147,9 @@ def run_job(
     ref_input = load_reference_input(job.ref, config, device)  # a bad reference fails here, not after loading
     with _open_driving(job, config) as driving:
         # 2. models (loaded once per process) and the fused reference (reused for the same reference)
+        t_load = time.perf_counter()
         animator = models.animator(config)
+        load_seconds = time.perf_counter() - t_load
         before = stage_times(animator)
         t_ref = time.perf_counter()
         ref_state, reused = models.reference(animator, job.ref, config, ref_input)
@@ -160,6 +162,12 @@ def run_job(
     stages = {k: round(after[k] - before[k], 4) for k in after}
     timings = {"decode": round(run["decode"], 4), **stages, "encode": round(run["encode"], 4)}
     timings["reference"] = round(ref_seconds, 4)
+    # the job's wall clock outside the frame loop: inputs read and probed, models loaded (0 when this process had
+    # them), sinks opened; inside it, from its start to the first frame handed to the encoder, and the encoder's
+    # close (the last frames, the audio, publishing the file)
+    timings["inputs"] = round(t_load - t_start, 4)
+    timings["load"] = round(load_seconds, 4)
+    timings |= {k: round(run[k], 4) for k in ("setup", "first_frame", "close")}
     info, sink, frames_out = driving.info, run["sink"], run["sink"].frames_written
     return {
         "ref": str(job.ref),
@@ -213,6 +221,7 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
     from personalive.media.sink_process import SinkProcess
     from personalive.realworld import Outputs
 
+    t_setup = time.perf_counter()
     generation, media = config.generation, config.media
     outputs = Outputs(config, ref_input, media.paste_back, driving.compare_size(job), driving.preparer)
     audio_from, audio_start = driving.audio(media.audio)
@@ -240,11 +249,14 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
         generated = driving.generate(animator, ref_state, generator, outputs, clock, DECODE_AHEAD)
         try:
             t_loop = time.perf_counter()
+            first_frame = None
             # encoded on a background thread, so the window loop queues the next window while frames are encoded;
             # leaving this block on an error drops what is queued, and the sinks then remove their partial files
             with BackgroundWriter(write, maxsize=ENCODE_QUEUE) as writer:
                 for square in generated:
                     writer.put((outputs.frame(square), outputs.compare_frame(square) if compare else None))
+                    if first_frame is None:
+                        first_frame = time.perf_counter() - t_loop
                     progress.update(sink.frames_written)
                 writer.close()
             if sink.frames_written != driving.frames_read:
@@ -256,11 +268,13 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
             for opened in (compare, sink):
                 if opened is not None:
                     opened.close()
-            clock["encode"] += time.perf_counter() - t
+            clock["close"] = time.perf_counter() - t
+            clock["encode"] += clock["close"]
             loop_seconds = time.perf_counter() - t_loop
         finally:
             generated.close()  # the decode thread stops before the source closes, also on an error or Ctrl-C
             progress.finish()
+    clock |= {"setup": t_loop - t_setup, "first_frame": first_frame or 0.0}
     return {**clock, "sink": sink, "audio": audio_from is not None, "loop": loop_seconds}
 
 
@@ -308,6 +322,10 @@ def resolve_environment(config: RunConfig) -> tuple[Any, Any]:
         config.model.dtype = ModelDtype.fp16 if device.type == "cuda" else ModelDtype.fp32
         log.info("model.dtype auto -> %s on %s", config.model.dtype, device)
     dtype = torch_dtype(config.model.dtype)
+    if device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = config.runtime.cudnn_benchmark
     if device.type == "cpu" and config.model.dtype != "fp32":
         log.warning("running %s on the CPU is slow and poorly supported; --dtype fp32 is advised", config.model.dtype)
     return device, dtype

@@ -90,6 +90,29 @@ def test_yaml_batch_isolation_report_and_reuse(loads, fusions, tmp_path, inputs)
     assert not (inputs / "out" / "3.mp4").exists()
 
 
+def test_report_times_the_load_once_and_the_job_stages(monkeypatch, tmp_path, inputs):
+    """The load timing is the models' loading, paid by the first job only; every stage fits in the job's time."""
+    import time
+
+    def slow_loader(config, device, dtype):
+        time.sleep(0.4)
+        return fake_loader()(config, device, dtype)
+
+    monkeypatch.setattr(jobs, "load_animators", slow_loader)
+    manifest = write_yaml(
+        inputs / "jobs.yaml", [{"ref": "a.png", "drive": "d1.mp4"}, {"ref": "b.png", "drive": "d2.mp4"}]
+    )
+    report = tmp_path / "r.json"
+    assert run("batch", manifest, "--report", report, *SIZE).exit_code == 0
+    first, second = json.loads(report.read_text())["jobs"]
+    assert first["timings"]["load"] >= 0.4 and second["timings"]["load"] < 0.1
+    for job in (first, second):
+        t = job["timings"]
+        assert all(t[k] >= 0 for k in ("inputs", "load", "setup", "first_frame", "close"))
+        assert t["inputs"] + t["load"] + t["reference"] + t["setup"] + t["first_frame"] < job["seconds"]
+        assert t["close"] <= t["encode"]
+
+
 def test_resume_skips_finished_jobs(loads, tmp_path, inputs):
     manifest = write_yaml(
         inputs / "jobs.yaml", [{"ref": "a.png", "drive": "d1.mp4"}, {"ref": "b.png", "drive": "d2.mp4"}]

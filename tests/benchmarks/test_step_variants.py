@@ -34,3 +34,23 @@ def test_before_switches_every_rewrite_off_and_back_on():
     assert all(m.fast_layout for m in layouts)
     assert attention_3d._append_per_frame is fast_append
     assert isinstance(models.vae.decoder.mid_block.attentions[0].processor, NCHWAttnProcessor)
+
+
+def test_fp32_deviations_compare_both_paths_with_the_reference():
+    """In fp32 the fast path is its own reference (0 exactly) and the code before differs by summation order only;
+    every output of the step is compared."""
+    from benchmarks.step_variants import fp32_deviations
+    from personalive.backends.verify import VerificationInputs
+    from personalive.config import load_config
+    from personalive.pipeline.window import OUTPUT_NAMES, build_window_module
+
+    models = random_models("tiny", torch.device("cpu"), torch.float32)
+    size = {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
+    config = load_config(options={"model.dtype": "fp32", "runtime.device": "cpu", **size})
+    module = build_window_module(models, config).eval()
+    inputs = VerificationInputs(models, config, torch.device("cpu"))(1, torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        row = fp32_deviations(module, module, inputs, torch.float32)
+    assert set(row) == {f"fp32_deviation_{path}_{name}" for path in ("fast", "before") for name in OUTPUT_NAMES}
+    assert all(row[f"fp32_deviation_fast_{name}"] == 0.0 for name in OUTPUT_NAMES)
+    assert 0.0 < row["fp32_deviation_before_frames"] < 1e-4
