@@ -25,7 +25,7 @@
 #   Q: (sixth session) the eager fast path incl. the transformers' token layouts vs before; upstream.
 #   R: (seventh session) the fast path and the code before against an fp32 copy (fp16 deviations), cuDNN heuristics
 #      vs autotuning; the whole eager animate with its new stage timings: default, cuDNN autotuning, CUDA graphs,
-#      and once under cProfile (where the time outside the loop goes); upstream last.
+#      and once under cProfile (where the time outside the loop goes); upstream after the step rows.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -301,11 +301,11 @@ R)  # seventh session: is the fast path's fp16 output as close to an fp32 run as
     # autotuning pay (the product leaves it off, the benchmarks had it on); the whole command's stages
   log step-variants; timeout 200 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE \
     --size $SIZE --rounds 3 --fp32-reference > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | tail -n 3
+  upstream
   animate ${CLIP_FRAMES:-300} 10s-eager
   animate ${CLIP_FRAMES:-300} 10s-cudnn-benchmark --set runtime.cudnn_benchmark=true
   animate ${CLIP_FRAMES:-300} 10s-graphs --set runtime.cuda_graphs=on
   ANIMATE_ARGS="--profile $OUT/animate-profile.txt" animate ${CLIP_FRAMES:-300} 10s-profiled
-  upstream
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
