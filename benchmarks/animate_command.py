@@ -81,12 +81,15 @@ def main() -> None:
 
 
 def write_profile(stats_file: Path, out: Path, top: int = 80) -> None:
-    """The ``top`` functions by cumulative time, as ``pstats`` prints them."""
+    """The ``top`` functions by cumulative time, then by own time with their callers, as ``pstats`` prints them."""
     import io
     import pstats
 
     text = io.StringIO()
-    pstats.Stats(str(stats_file), stream=text).sort_stats("cumulative").print_stats(top)
+    stats = pstats.Stats(str(stats_file), stream=text)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top // 2)
+    stats.print_callers(top // 4)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text.getvalue())
 

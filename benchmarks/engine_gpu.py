@@ -445,7 +445,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+        from personalive.config import RuntimeConfig
+
+        torch.backends.cudnn.benchmark = RuntimeConfig().cudnn_benchmark  # as the product runs
     STAGES[args.stage](Stage(args))
 
 

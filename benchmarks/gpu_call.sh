@@ -26,6 +26,9 @@
 #   R: (seventh session) the fast path and the code before against an fp32 copy (fp16 deviations), cuDNN heuristics
 #      vs autotuning; the whole eager animate with its new stage timings: default, cuDNN autotuning, CUDA graphs,
 #      and once under cProfile (where the time outside the loop goes); upstream after the step rows.
+#   S: (seventh session) the machine's Python environment (bytecode caches, installed packages); the wheels
+#      byte-compiled as pip would; upstream; the whole eager animate twice (loading by phase), with CUDA's eager
+#      module loading, and under cProfile with callers.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -306,6 +309,28 @@ R)  # seventh session: is the fast path's fp16 output as close to an fp32 run as
   animate ${CLIP_FRAMES:-300} 10s-cudnn-benchmark --set runtime.cudnn_benchmark=true
   animate ${CLIP_FRAMES:-300} 10s-graphs --set runtime.cuda_graphs=on
   ANIMATE_ARGS="--profile $OUT/animate-profile.txt" animate ${CLIP_FRAMES:-300} 10s-profiled
+  ;;
+S)  # seventh session, second call: where loading's time goes on this machine, and the first calls' cost
+  log env; $PY - > "$OUT/env.json" 2>&1 <<'PY'
+import importlib.metadata as md, importlib.util as iu, json, os, pathlib, sys, torch
+root = pathlib.Path(torch.__file__).parent
+print(json.dumps({
+    "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE"), "dont_write_bytecode": sys.flags.dont_write_bytecode,
+    "pycache_prefix": sys.pycache_prefix, "torch_dir_writable": os.access(root, os.W_OK),
+    "torch_pyc": sum(1 for _ in root.rglob("*.pyc")), "torch_py": sum(1 for _ in root.rglob("*.py")),
+    "distributions": len(list(md.distributions())),
+    "present": {m: iu.find_spec(m) is not None for m in ("peft", "torchao", "xformers", "flash_attn", "triton", "accelerate")},
+}, indent=1))
+PY
+  cat "$OUT/env.json" | tr -d '\n' | head -c 600; echo
+  if [ "${SKIP_WHEELS:-0}" = 0 ]; then  # as pip install does by default (the wheels went in with --no-compile)
+    log compileall; /usr/bin/time -f "compileall %e s" $PY -m compileall -q -j 16 /tmp/site 2>&1 | tail -n 1
+  fi
+  upstream
+  animate ${CLIP_FRAMES:-300} 10s-eager
+  animate ${CLIP_FRAMES:-300} 10s-eager-2
+  CUDA_MODULE_LOADING=EAGER animate ${CLIP_FRAMES:-300} 10s-eager-module-loading
+  ANIMATE_ARGS="--profile $OUT/animate-profile.txt" animate ${PROFILE_FRAMES:-120} 4s-profiled
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -111,7 +111,9 @@ def ours(results: dict, args) -> None:
 
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = True
+    from personalive.config import RuntimeConfig
+
+    torch.backends.cudnn.benchmark = RuntimeConfig().cudnn_benchmark  # as the product runs
     results["card"] = cuda_devices()
     results["versions"] = versions()
     start = time.perf_counter()

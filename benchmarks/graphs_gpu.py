@@ -53,7 +53,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = True
+    from personalive.config import RuntimeConfig
+
+    torch.backends.cudnn.benchmark = RuntimeConfig().cudnn_benchmark  # as the product runs
     results: dict = {"card": cuda_devices(), "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M UTC")}
     path = args.out / "graphs.json"
 

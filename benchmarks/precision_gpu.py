@@ -333,7 +333,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.perf_counter()
     if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
+        from personalive.config import RuntimeConfig
+
+        torch.backends.cudnn.benchmark = RuntimeConfig().cudnn_benchmark  # as the product runs
     ensure_weights(args)
     bench = Bench(args)
     models = bench.models(bench.base)

@@ -9,12 +9,15 @@ import torch
 
 def random_run(size: str, device_name: str) -> tuple[Any, torch.device, dict[str, Any]]:
     """Random ``size`` networks (fp16 on CUDA, fp32 elsewhere), the device, and the matching config overrides
-    (dtype, device; the tiny networks' own resolution at ``tiny``). cuDNN autotuning on, as in the product."""
+    (dtype, device; the tiny networks' own resolution at ``tiny``). cuDNN autotuning as the product's default
+    ``runtime.cudnn_benchmark`` (off: on an H200 it chose kernels no faster than the heuristics' and cost the first
+    calls ~6 s, call R of the seventh session)."""
+    from personalive.config import RuntimeConfig
     from personalive.random_weights import random_models
 
     device = torch.device(device_name)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = RuntimeConfig().cudnn_benchmark
     models = random_models(size, device, dtype)
     options: dict[str, Any] = {
         "model.dtype": "fp16" if dtype == torch.float16 else "fp32",

@@ -78,11 +78,13 @@ class ModelCache:
         self._animators: dict[str, Any] = {}
         self._last_ref: tuple[tuple, Any] | None = None
         self.fusions = 0  # reference fusions actually computed (reuse is visible in tests and reports)
+        self.loads = 0  # times the models were loaded (once per process)
 
     def animator(self, config: RunConfig) -> Any:
         if self._build is None:
             # looked up at call time, so tests can swap the loader for a stand-in
             self._build = load_animators(self._config, self._device, self._dtype)
+            self.loads += 1
         # the seed reaches the animator through the generator, so it needs no animator of its own
         settings = flat_items(config).items()
         key = json.dumps({k: v for k, v in settings if k.startswith("generation.") and k != "generation.seed"})
@@ -124,7 +126,11 @@ def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], An
         )
     networks = [*PIPELINE_NETWORKS, *(n for n in backend.networks if n not in PIPELINE_NETWORKS)]
     models = load_models(weights_dir, dtype, device, torch_dtype(config.model.clip_dtype), networks=networks)
+    report = models.load_report
+    log.info("loaded %d networks in %.1f s (%s)", len(networks), report.seconds, report.summary())
+    t = time.perf_counter()
     step = backend.from_models(models, config, device, config.runtime.engine)
+    report.step_seconds = time.perf_counter() - t
     return lambda job_config: Animator(models, job_config, step)
 
 
@@ -147,7 +153,7 @@ def run_job(
     ref_input = load_reference_input(job.ref, config, device)  # a bad reference fails here, not after loading
     with _open_driving(job, config) as driving:
         # 2. models (loaded once per process) and the fused reference (reused for the same reference)
-        t_load = time.perf_counter()
+        t_load, loads = time.perf_counter(), models.loads
         animator = models.animator(config)
         load_seconds = time.perf_counter() - t_load
         before = stage_times(animator)
@@ -194,7 +200,16 @@ def run_job(
         "seed": config.generation.seed,
         "peak_gpu_memory_mib": _peak_gpu_mib(device),
         "faces": {**driving.faces_report(), "warnings": ref_input.warnings + driving.warnings},
+        "loading": _load_breakdown(animator) if models.loads > loads else None,  # None: this process had them
     }
+
+
+def _load_breakdown(animator: Any) -> dict[str, Any] | None:
+    """Where the models' loading went (``weights.report.LoadReport``) and the window step's construction."""
+    report = getattr(getattr(animator, "models", None), "load_report", None)
+    if report is None:
+        return None
+    return {**report.as_dict(), "window_step_s": round(report.step_seconds, 3)}
 
 
 def _open_driving(job: Job, config: RunConfig):

@@ -234,7 +234,7 @@ def random_models(size: str, device: torch.device, dtype: torch.dtype, seed: int
     return ModelSet(
         **networks,
         sizes=sizes,
-        weights_hash=f"random-{size}-{seed}",
+        known_hash=f"random-{size}-{seed}",
         weights_dir=Path(f"<random {size}>"),
         device=device,
         dtype=dtype,

@@ -44,4 +44,7 @@ def test_real_pipeline_animate(tmp_path, tiny_weights):
     data = json.loads(report.read_text())
     assert data["frames"] == 5 and data["seed"] == 3 and data["dtype"] == "fp32" and data["backend"] == "eager"
     assert {"decode", "conditioning", "denoising", "encode"} <= set(data["timings"])
+    loading = data["loading"]  # the models were loaded by this job: where that time went
+    assert loading["phases_s"]["copy"] > 0 and loading["gib_copied"] > 0 and loading["window_step_s"] >= 0
+    assert loading["seconds"] + loading["window_step_s"] <= data["timings"]["load"]
     assert data["output_frame_rate"] == "30000/1001" and data["audio"] is True

@@ -40,12 +40,11 @@ class ModelSet:
     """The networks of PersonaLive that a run needs, loaded, in eval mode, on one device.
 
     A network that was not asked for (see ``load_models(networks=...)``) is None. ``dtype`` is the networks'
-    precision; the image encoder runs in ``clip_dtype`` (cast its output). ``weights_hash``: see
+    precision; the image encoder runs in ``clip_dtype`` (cast its output). :attr:`weights_hash`: see
     :func:`weights_hash`.
     """
 
     sizes: ModelSizes
-    weights_hash: str
     weights_dir: Path
     device: torch.device
     dtype: torch.dtype
@@ -61,6 +60,15 @@ class ModelSet:
     reference_projections: nn.Module | None = None
     taesd: nn.Module | None = None  # loaded by the window step on first use, for model.decoder=taesd
     load_report: LoadReport | None = None  # where loading spent its time (None: not loaded from files)
+    known_hash: str | None = None  # the weights' identity once computed (or given, for random weights)
+
+    @property
+    def weights_hash(self) -> str:
+        """:func:`weights_hash` of ``weights_dir``, computed on first use: only engines need it, and the first hash
+        of new or changed files reads every byte (7 GB at full size), so a run that needs none never pays it."""
+        if self.known_hash is None:
+            self.known_hash = weights_hash(self.weights_dir)
+        return self.known_hash
 
 
 # ------------------------------------------------------------------------------------------------ networks
@@ -313,13 +321,10 @@ def load_models(
             loaded[name] = module
     if problems:
         raise WeightsError(summarize_problems(layout.root, problems))
-    with report.phase("hash"):
-        identity = weights_hash(layout.root)
     report.finish(started)
     return ModelSet(
         **loaded,
         sizes=sizes,
-        weights_hash=identity,
         weights_dir=layout.root,
         device=device,
         dtype=dtype,

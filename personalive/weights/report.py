@@ -9,8 +9,10 @@ Phases (seconds; a network's phases add up to its share of the total):
 * ``compare``: the strict key and shape comparison;
 * ``copy``: the tensors' bytes from the file mapping to the device, cast to the network's dtype (page faults
   included: the pages are read here), and the ``assign`` of the loaded tensors;
-* ``finite``: the check that no value is NaN or infinite (on the device);
-* ``hash``: the weights' identity (cached per file; reads every byte only after a file changed).
+* ``finite``: the check that no value is NaN or infinite (on the device).
+
+The weights' identity (``ModelSet.weights_hash``) is not part of loading: it is computed when an engine first
+asks for it.
 
 Host memory: ``rss_start_gib`` is the resident set when loading began, ``rss_end_gib`` when it ended and
 ``peak_rss_gib`` the process's peak resident set so far (``ru_maxrss``: a peak reached before loading shows too,
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("device_init", "imports", "build", "read", "compare", "copy", "finite", "hash")
+PHASES = ("device_init", "imports", "build", "read", "compare", "copy", "finite")
 
 
 def current_rss_gib() -> float | None:
@@ -61,6 +63,7 @@ class LoadReport:
     rss_start_gib: float | None = None
     rss_end_gib: float | None = None
     peak_rss_gib: float | None = None
+    step_seconds: float = 0.0  # the backend's window step built from the loaded networks (set by the job's loader)
 
     @contextmanager
     def phase(self, name: str, network: str | None = None) -> Iterator[None]:
