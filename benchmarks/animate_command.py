@@ -58,7 +58,7 @@ def main() -> None:
         *args.animate_options,
     ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=args.timeout)
+    proc, timeline = run_timed(cmd, args.timeout)
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = {
@@ -69,6 +69,9 @@ def main() -> None:
         "seconds": round(seconds, 2),
         "peak_host_gib": round(peak_kib / 2**20, 2),
         "stderr_tail": proc.stderr[-2500:],
+        # each log line with the seconds since the command started, and the exit: where the whole command's time
+        # goes before the job (interpreter, imports, CUDA), between its log lines, and after the report (teardown)
+        "timeline": [*timeline, [round(seconds, 2), "(exit)"]],
         "output_bytes": (folder / "out.mp4").stat().st_size if (folder / "out.mp4").is_file() else 0,
     }
     if (folder / "report.json").is_file():
@@ -78,6 +81,32 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out[k] for k in ("rc", "seconds", "peak_host_gib", "output_bytes")}))
+
+
+def run_timed(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, list[list]]:
+    """Run ``cmd``; its stderr lines stamped with the seconds since the start as they arrive."""
+    import threading
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timeline: list[list] = []
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            timeline.append([round(time.perf_counter() - start, 2), line.rstrip()[:160]])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        stdout = proc.stdout.read()
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    reader.join(timeout=5)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, "".join(lines)), timeline
 
 
 def write_profile(stats_file: Path, out: Path, top: int = 80) -> None:

@@ -43,3 +43,37 @@ def test_bad_set_is_a_usage_error_without_traceback(tmp_path):
     assert result.exit_code == 2
     assert "unknown config key 'generation.nope'" in result.output
     assert "Traceback" not in result.output
+
+
+_CHILD = """
+import atexit, sys
+marker = sys.argv.pop(1)
+atexit.register(lambda: open(marker, "w").close())  # the interpreter's teardown would run this
+from personalive.cli import main
+main()
+"""
+
+
+def test_the_command_exits_with_its_status_and_output_without_the_teardown(tmp_path):
+    """``main`` ends the process itself (no module-by-module teardown: ~2 s a command), after everything is
+    written: all of stdout, the one-line error, the command's exit status."""
+    from pathlib import Path
+
+    from personalive.errors import InputError
+
+    def child(*args: str) -> subprocess.CompletedProcess:
+        marker = tmp_path / "teardown-ran"
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(marker), *args], capture_output=True, text=True)
+        assert not marker.exists()  # exited before the teardown
+        return proc
+
+    shown = child("config", "show")
+    assert shown.returncode == 0
+    generated = (Path(__file__).parents[1] / "configs" / "default.yaml").read_text()
+    assert shown.stdout == "".join(line + "\n" for line in generated.splitlines() if not line.startswith("#"))
+    missing = child("animate", "--ref", str(tmp_path / "nope.png"), "--drive", str(tmp_path / "nope.mp4"))
+    assert missing.returncode == InputError.exit_code == 2, missing.stderr
+    assert "nope.png" in missing.stderr and "Traceback" not in missing.stderr
+    usage = child("animate", "--no-such-option")
+    assert usage.returncode == 2 and "--no-such-option" in usage.stderr
+    # Ctrl-C's 130 through the same exit: test_animate_cli.test_signal_leaves_no_file
