@@ -29,6 +29,9 @@
 #   S: (seventh session) the machine's Python environment (bytecode caches, installed packages); the wheels
 #      byte-compiled as pip would; upstream; the whole eager animate twice (loading by phase), with CUDA's eager
 #      module loading, and under cProfile with callers.
+#   T: (seventh session) as a normal install runs: bytecode compiled for every installed package (pip does it at
+#      install; this machine's torch ships none and sets PYTHONDONTWRITEBYTECODE=1); upstream; the whole eager
+#      animate twice; the whole animate on the sixth session's AOTInductor package (carry .gpu-pkg) twice.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -77,7 +80,7 @@ pack_package() {  # compressed (generated code and kernels), so that a later cal
 }
 animate_package() {  # [ANIMATE OPTIONS]: the whole command on the package, 300 frames
   local pkg; pkg=$(package)
-  [ -n "$pkg" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti \
+  [ -n "$pkg" ] && ANIMATE_TIMEOUT=${AOTI_ANIMATE_TIMEOUT:-110} animate ${CLIP_FRAMES:-300} 10s-aoti${AOTI_TAG:-} \
     --backend aoti --engine "$pkg" "$@"
 }
 
@@ -331,6 +334,19 @@ PY
   animate ${CLIP_FRAMES:-300} 10s-eager-2
   CUDA_MODULE_LOADING=EAGER animate ${CLIP_FRAMES:-300} 10s-eager-module-loading
   ANIMATE_ARGS="--profile $OUT/animate-profile.txt" animate ${PROFILE_FRAMES:-120} 4s-profiled
+  ;;
+T)  # seventh session, third call: the whole command as a normal installation runs it
+  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  log "compileall $SITE_PKGS /tmp/site"
+  /usr/bin/time -f "compileall %e s" timeout 200 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  tail -n 1 "$OUT/compileall.log"
+  upstream
+  animate ${CLIP_FRAMES:-300} 10s-eager
+  animate ${CLIP_FRAMES:-300} 10s-eager-2
+  for f in .gpu-pkg/*.pt2.xz.aa; do [ -f "$f" ] || continue; mkdir -p /tmp/engine-work
+    P=/tmp/engine-work/$(basename "${f%.xz.aa}"); cat "${f%.aa}".a? | xz -d > "$P"; cp "${f%.xz.aa}.json" "$P.json"; done
+  animate_package
+  AOTI_TAG=2 animate_package
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
