@@ -48,8 +48,8 @@ def main() -> None:
     side = max(height, 256)
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(folder / "r.png")
     launch = ["-c", "import sys; from personalive.cli import main; sys.argv[0] = 'personalive'; main()"]
-    if args.profile is not None:
-        launch = ["-m", "cProfile", "-o", str(folder / "animate.prof"), "-m", "personalive.cli"]
+    if args.profile is not None:  # around the typer app: `main` ends the process before cProfile could write
+        launch = ["-c", _PROFILED.format(stats=str(folder / "animate.prof"))]
     cmd = [
         sys.executable,
         *launch,
@@ -81,6 +81,22 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: out[k] for k in ("rc", "seconds", "peak_host_gib", "output_bytes")}))
+
+
+_PROFILED = """
+import cProfile, sys
+from personalive.cli import app
+sys.argv[0] = "personalive"
+profile = cProfile.Profile()
+profile.enable()
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code
+profile.disable()
+profile.dump_stats({stats!r})
+sys.exit(code)
+"""
 
 
 def run_timed(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProcess, list[list]]:

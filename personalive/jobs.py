@@ -111,12 +111,20 @@ class ModelCache:
 
 def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], Any]:
     """Load the models and the window step once; return ``config -> Animator`` sharing them."""
+    # the pipeline's, the weights' and the backend's modules import diffusers and transformers: on an H200 host
+    # without bytecode caches (call S of the seventh session) more time than the loader's own imports, so they are
+    # timed as loading's imports
+    started = time.perf_counter()
     from personalive.backends import backend_class
     from personalive.environment import torch_dtype
     from personalive.pipeline.animate import PIPELINE_NETWORKS, Animator
     from personalive.weights import load_models
+    from personalive.weights.report import LoadReport
 
     backend = backend_class(config.runtime.backend)
+    imported = time.perf_counter() - started
+    report = LoadReport()
+    report.phases["imports"] = imported
     backend.check_available(device)  # before any network is loaded
     weights_dir = Path(config.model.weights_dir)
     if not weights_dir.is_dir():
@@ -125,8 +133,10 @@ def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], An
             "or pass --weights DIR)"
         )
     networks = [*PIPELINE_NETWORKS, *(n for n in backend.networks if n not in PIPELINE_NETWORKS)]
-    models = load_models(weights_dir, dtype, device, torch_dtype(config.model.clip_dtype), networks=networks)
-    report = models.load_report
+    models = load_models(
+        weights_dir, dtype, device, torch_dtype(config.model.clip_dtype), networks=networks, report=report
+    )
+    report.seconds += imported  # the loader's clock starts after the imports above
     log.info("loaded %d networks in %.1f s (%s)", len(networks), report.seconds, report.summary())
     t = time.perf_counter()
     step = backend.from_models(models, config, device, config.runtime.engine)
