@@ -338,7 +338,7 @@ PY
 T)  # seventh session, third call: the whole command as a normal installation runs it
   SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
   log "compileall $SITE_PKGS /tmp/site"
-  /usr/bin/time -f "compileall %e s" timeout 200 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  /usr/bin/time -f "compileall %e s" timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
   tail -n 1 "$OUT/compileall.log"
   upstream
   animate ${CLIP_FRAMES:-300} 10s-eager
