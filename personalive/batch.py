@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from personalive import jobs
+from personalive import job_report, jobs
 from personalive.config import RunConfig, with_overrides
 from personalive.errors import ConfigError, JobsFailedError, PersonaLiveError, WeightsError
 from personalive.manifest import Job, read_manifest
@@ -111,10 +111,10 @@ def run(
         counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "skipped", "failed")}
         fusions = pool.fusions if pool else models.fusions if models else 0
         result["summary"] = {"jobs": len(mine), **counts, "fusions": fusions}
-        result.update(jobs.run_info(config, devices or device))
+        result.update(job_report.run_info(config, devices or device))
         if pool:
             result["workers"] = pool.describe()
-        jobs.write_report(report, result)
+        job_report.write_report(report, result)
     log.info("batch: %(done)d done, %(skipped)d skipped, %(failed)d failed", counts)
     if counts["failed"]:
         raise JobsFailedError(f"{manifest}: {counts['failed']} of {len(mine)} jobs failed (see the log above)")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from personalive import job_report
 from personalive.config import ModelDtype, RunConfig, flat_items
 from personalive.errors import PersonaLiveError, WeightsError
 from personalive.manifest import Job, default_output_name
@@ -26,7 +27,6 @@ from personalive.signals import stop_on_signals
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 50  # frames between progress log lines when no progress bar is shown
-STAGES = ("conditioning", "denoising", "keyframes")  # the animator's timed stages (its ``stats`` fields)
 # decoded frames held ahead of the window loop, and animated frames waiting for the encoder: two windows' worth
 # and more, few enough that memory stays flat (a 640x480 RGB frame is 0.9 MB, a 512x512 one 0.8 MB)
 DECODE_AHEAD = 16
@@ -166,15 +166,15 @@ def run_job(
         t_load, loads = time.perf_counter(), models.loads
         animator = models.animator(config)
         load_seconds = time.perf_counter() - t_load
-        before = stage_times(animator)
+        before = job_report.stage_times(animator)
         t_ref = time.perf_counter()
         ref_state, reused = models.reference(animator, job.ref, config, ref_input)
         ref_seconds = time.perf_counter() - t_ref
-        _reset_peak_gpu_memory(device)
+        job_report.reset_peak_gpu_memory(device)
         # 3. the keypoint-smoothing pass (when on), then stream: decode -> model input -> animate -> encode
         driving.prepare(animator, config, device, compare=job.compare is not None)
         run = _stream(job, config, animator, ref_state, ref_input, driving, device, overwrite, progress)
-    after = stage_times(animator)
+    after = job_report.stage_times(animator)
     stages = {k: round(after[k] - before[k], 4) for k in after}
     timings = {"decode": round(run["decode"], 4), **stages, "encode": round(run["encode"], 4)}
     timings["reference"] = round(ref_seconds, 4)
@@ -208,18 +208,11 @@ def run_job(
         "reference_reused": reused,
         "keyframes_added": animator.stats.keyframes_added,
         "seed": config.generation.seed,
-        "peak_gpu_memory_mib": _peak_gpu_mib(device),
+        "peak_gpu_memory_mib": job_report.peak_gpu_mib(device),
         "faces": {**driving.faces_report(), "warnings": ref_input.warnings + driving.warnings},
-        "loading": _load_breakdown(animator) if models.loads > loads else None,  # None: this process had them
+        # None: this process had the models already
+        "loading": job_report.load_breakdown(animator) if models.loads > loads else None,
     }
-
-
-def _load_breakdown(animator: Any) -> dict[str, Any] | None:
-    """Where the models' loading went (``weights.report.LoadReport``) and the window step's construction."""
-    report = getattr(getattr(animator, "models", None), "load_report", None)
-    if report is None:
-        return None
-    return {**report.as_dict(), "window_step_s": round(report.step_seconds, 3)}
 
 
 def _open_driving(job: Job, config: RunConfig):
@@ -303,34 +296,6 @@ def _stream(job: Job, config: RunConfig, animator, ref_state, ref_input, driving
     return {**clock, "sink": sink, "audio": audio_from is not None, "loop": loop_seconds}
 
 
-def stage_times(animator: Any) -> dict[str, float]:
-    """The animator's accumulated seconds per stage (:data:`STAGES`, fields of its ``stats``)."""
-    return {stage: float(getattr(animator.stats, stage)) for stage in STAGES}
-
-
-def _reset_peak_gpu_memory(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_gpu_mib(device) -> float | None:
-    import torch
-
-    if device.type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-
-
-def _peak_host_mib() -> float | None:
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return None
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
-
-
 def terminate_as_interrupt():
     """While active, SIGTERM and SIGHUP raise :class:`Terminated` (so cleanup runs as for Ctrl-C); see
     :mod:`personalive.signals`."""
@@ -356,32 +321,6 @@ def resolve_environment(config: RunConfig) -> tuple[Any, Any]:
     return device, dtype
 
 
-def run_info(config: RunConfig, device) -> dict[str, Any]:
-    from personalive.environment import versions
-
-    return {
-        "device": str(device),
-        "dtype": str(config.model.dtype),
-        "backend": str(config.runtime.backend),
-        "engine": config.runtime.engine,
-        "peak_host_memory_mib": _peak_host_mib(),
-        "versions": versions(),
-        "config": flat_items(config),
-    }
-
-
-def write_report(path: Path | None, report: dict[str, Any]) -> None:
-    if path is None:
-        return
-    path = Path(path)
-    try:
-        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    except OSError as exc:
-        log.error("%s: cannot write the report (%s)", path, exc)
-        return
-    log.info("report written to %s", path)
-
-
 def animate(
     config: RunConfig,
     ref: Path,
@@ -405,7 +344,7 @@ def animate(
     with terminate_as_interrupt():
         models = ModelCache(config, device, dtype)
         entry = run_job(job, config, models, device, overwrite=overwrite, progress=progress or LogProgress())
-    result = {**entry, **run_info(config, device)}
+    result = {**entry, **job_report.run_info(config, device)}
     log.info(
         "wrote %s: %d frames at %s fps in %.1f s (%.2f fps)",
         job.out,
@@ -414,7 +353,7 @@ def animate(
         entry["seconds"],
         entry["fps"] or 0.0,
     )
-    write_report(report, result)
+    job_report.write_report(report, result)
     return result
 
 

@@ -1,0 +1,77 @@
+"""What a job's report holds besides the job's own facts: stage times, peak memory, the run's environment, the
+loading breakdown; and writing the report (:mod:`personalive.jobs` and :mod:`personalive.batch`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from personalive.config import RunConfig, flat_items
+
+log = logging.getLogger(__name__)
+
+STAGES = ("conditioning", "denoising", "keyframes")  # the animator's timed stages (its ``stats`` fields)
+
+
+def stage_times(animator: Any) -> dict[str, float]:
+    """The animator's accumulated seconds per stage (:data:`STAGES`, fields of its ``stats``)."""
+    return {stage: float(getattr(animator.stats, stage)) for stage in STAGES}
+
+
+def reset_peak_gpu_memory(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gpu_mib(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def peak_host_mib() -> float | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def run_info(config: RunConfig, device) -> dict[str, Any]:
+    from personalive.environment import versions
+
+    return {
+        "device": str(device),
+        "dtype": str(config.model.dtype),
+        "backend": str(config.runtime.backend),
+        "engine": config.runtime.engine,
+        "peak_host_memory_mib": peak_host_mib(),
+        "versions": versions(),
+        "config": flat_items(config),
+    }
+
+
+def write_report(path: Path | None, report: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    try:
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    except OSError as exc:
+        log.error("%s: cannot write the report (%s)", path, exc)
+        return
+    log.info("report written to %s", path)
+
+
+def load_breakdown(animator: Any) -> dict[str, Any] | None:
+    """Where the models' loading went (``weights.report.LoadReport``) and the window step's construction."""
+    report = getattr(getattr(animator, "models", None), "load_report", None)
+    if report is None:
+        return None
+    return {**report.as_dict(), "window_step_s": round(report.step_seconds, 3)}
