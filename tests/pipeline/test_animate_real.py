@@ -88,13 +88,15 @@ def test_black_frames_pass_through_the_real_networks(models32):
 def test_half_precision_pipelines_run_without_dtype_errors(tiny_weights, models32, dtype):
     """The whole run in bf16/fp16 (CLIP in fp32) has no dtype mismatch and stays near the fp32 frames."""
     models = load_models(tiny_weights, dtype, "cpu")
-    frames = _small_frames(3)
+    # one driving window: on this CPU (no bf16 convolution kernels) each costs ~25 s, most of it the motion
+    # encoder's 56x56 convolutions; partial windows are covered in fp32 above
+    frames = _small_frames(2)
     half = _small_animator(models)
     full = _small_animator(models32)
     a = list(half.animate(half.fuse_reference(frames[0]), iter(frames), generator=torch.Generator().manual_seed(0)))
     b = list(full.animate(full.fuse_reference(frames[0]), iter(frames), generator=torch.Generator().manual_seed(0)))
-    assert len(a) == len(b) == 3 and a[0].shape == (64, 64, 3)
-    assert half.stats.windows == 3  # two driving windows (2 + 1 frames) and one flush window
+    assert len(a) == len(b) == 2 and a[0].shape == (64, 64, 3)
+    assert half.stats.windows == 2  # one driving window (2 frames) and one flush window
     diff = torch.stack([(x.float() - y.float()).abs().mean() for x, y in zip(a, b, strict=True)]).mean()
     # random weights amplify rounding; the mean pixel error stays a fraction of the range, not noise-level
     assert diff < 40, f"mean |half - fp32| = {diff:.1f} of 255"
