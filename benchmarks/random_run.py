@@ -13,11 +13,12 @@ def random_run(size: str, device_name: str) -> tuple[Any, torch.device, dict[str
     ``runtime.cudnn_benchmark`` (off: on an H200 it chose kernels no faster than the heuristics' and cost the first
     calls ~6 s, call R of the seventh session)."""
     from personalive.config import RuntimeConfig
+    from personalive.environment import apply_cudnn_setting
     from personalive.random_weights import random_models
 
     device = torch.device(device_name)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = RuntimeConfig().cudnn_benchmark
+    apply_cudnn_setting(device, RuntimeConfig().cudnn_benchmark)
     models = random_models(size, device, dtype)
     options: dict[str, Any] = {
         "model.dtype": "fp16" if dtype == torch.float16 else "fp32",

@@ -290,7 +290,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Every measurement of ``options``; returns the report (see the module doc)."""
     from personalive.backends import backend_class
     from personalive.config import load_config
-    from personalive.environment import cuda_devices, resolve_device, torch_dtype, versions
+    from personalive.environment import apply_cudnn_setting, cuda_devices, resolve_device, torch_dtype, versions
     from personalive.errors import ConfigError
 
     if (options.weights is None) == (options.random is None):
@@ -324,8 +324,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.random == "tiny":  # the tiny networks' native resolution (128x128)
         extra |= {"generation.height": models.sizes.height, "generation.width": models.sizes.width}
     config = load_config(options=extra)
-    if device.type == "cuda":  # as the product runs (set before the first convolution)
-        torch.backends.cudnn.benchmark = config.runtime.cudnn_benchmark
+    apply_cudnn_setting(device, config.runtime.cudnn_benchmark)  # as the product runs
     set_exact_savings(models, options.savings)
     if options.channels_last:
         use_channels_last(models)

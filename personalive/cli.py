@@ -301,7 +301,8 @@ def exit_now(code: Any) -> NoReturn:
     """End the process with ``sys.exit``'s status for ``code``, skipping the interpreter's teardown.
 
     Why: tearing down torch, diffusers and transformers module by module took ~2 s after every command on the
-    2-core CPU machine (the report written at 18.8 s, the process gone at 20.6 s), and shell scripts run many.
+    2-core CPU machine (``main`` returned 19.8 s after the start, the process was gone at 21.7 s), and shell
+    scripts run many.
     By now the command has closed everything it opened (outputs published or removed, threads and child
     processes joined, the models released when the job returned); what is left is memory, which the OS takes
     back. Objects in reference cycles are still collected first, so finalizers holding temporary folders run.

@@ -83,6 +83,14 @@ def resolve_device(name: str | None):
     return device
 
 
+def apply_cudnn_setting(device, cudnn_benchmark: bool) -> None:
+    """``runtime.cudnn_benchmark`` on a CUDA device (a process-wide torch flag), before the first convolution."""
+    if device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
 def torch_dtype(name: str):
     import torch
 

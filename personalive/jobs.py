@@ -304,7 +304,7 @@ def terminate_as_interrupt():
 
 def resolve_environment(config: RunConfig) -> tuple[Any, Any]:
     """(torch device, torch dtype) of a run; ``model.dtype: auto`` is resolved here, once, for the device."""
-    from personalive.environment import resolve_device, torch_dtype
+    from personalive.environment import apply_cudnn_setting, resolve_device, torch_dtype
 
     device = resolve_device(config.runtime.device)
     if config.model.dtype == "auto":
@@ -312,10 +312,7 @@ def resolve_environment(config: RunConfig) -> tuple[Any, Any]:
         config.model.dtype = ModelDtype.fp16 if device.type == "cuda" else ModelDtype.fp32
         log.info("model.dtype auto -> %s on %s", config.model.dtype, device)
     dtype = torch_dtype(config.model.dtype)
-    if device.type == "cuda":
-        import torch
-
-        torch.backends.cudnn.benchmark = config.runtime.cudnn_benchmark
+    apply_cudnn_setting(device, config.runtime.cudnn_benchmark)
     if device.type == "cpu" and config.model.dtype != "fp32":
         log.warning("running %s on the CPU is slow and poorly supported; --dtype fp32 is advised", config.model.dtype)
     return device, dtype
