@@ -32,6 +32,8 @@
 #   T: (seventh session) as a normal install runs: bytecode compiled for every installed package (pip does it at
 #      install; this machine's torch ships none and sets PYTHONDONTWRITEBYTECODE=1); upstream; the whole eager
 #      animate twice; the whole animate on the sixth session's AOTInductor package (carry .gpu-pkg) twice.
+#   U: (eighth session) the first calls' cost with / without the warm-up thread; the package rebuilt (cores 8-15)
+#      beside the whole eager animate, the code before (.gpu-base) against now; upstream; animate on the package.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -347,6 +349,25 @@ T)  # seventh session, third call: the whole command as a normal installation ru
     P=/tmp/engine-work/$(basename "${f%.xz.aa}"); cat "${f%.aa}".a? | xz -d > "$P"; cp "${f%.xz.aa}.json" "$P.json"; done
   animate_package
   AOTI_TAG=2 animate_package
+  ;;
+U)  # eighth session: the first calls' cost and the warm-up thread (probe); the AOTInductor package rebuilt from
+    # today's code on cores 8-15 while the whole eager animate alternates between the code before (.gpu-base: the
+    # last landed commit) and now; upstream; the whole animate on the new package, graphs auto (off) / on
+  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  log first-calls; timeout 120 $PY -m benchmarks.first_calls --out "$OUT/first-calls.json" --device $DEVICE 2>&1 | tail -n 4
+  BUILD=""
+  if [ "${SKIP_AOTI:-0}" = 0 ]; then aoti_build "$BG" & BUILD=$!; fi
+  for i in 1 2; do
+    [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
+    animate ${CLIP_FRAMES:-300} 10s-new-$i
+  done
+  animate ${CLIP_FRAMES:-300} 10s-new-graphs --set runtime.cuda_graphs=on
+  [ -n "$BUILD" ] && { log "waiting for aoti-build"; wait $BUILD; }
+  pack_package
+  upstream
+  animate_package
+  AOTI_TAG=-graphs animate_package --set runtime.cuda_graphs=on
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -368,7 +368,9 @@ class AOTIStep:
         runner = AOTIRunner(path, module, module.input_names, device)
         from personalive.backends.graphs import use_graphs
 
-        return cls(runner, module, cuda_graphs=use_graphs(config.runtime.cuda_graphs, compiled=True))
+        # auto: off. The package's wrapper launches its kernels from C++: graphs saved 1-2 ms of 123-144 a window
+        # (fourth session), and the captures cost a 10 s clip 3.5 s (call T of the seventh session)
+        return cls(runner, module, cuda_graphs=use_graphs(config.runtime.cuda_graphs, pays=False))
 
     @property
     def input_names(self) -> list[str]:

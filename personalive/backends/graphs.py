@@ -5,13 +5,17 @@ for 179 ms), and inductor's compiled step still launches ~1,500 kernels from Pyt
 wrapper. Captured once, a window is one graph launch: the host is free to decode, encode and prepare the next
 window while the GPU works, and the GPU never waits for the host between kernels.
 
-How: the first call with a given set of input shapes (the reference features grow by one image per history
-keyframe, so one graph per keyframe count) runs the step twice on a side stream (compilation, autotuning, cuDNN
-and cuBLAS workspaces happen outside the capture), then captures it over static input buffers. Later calls copy
-their inputs into those buffers, replay, and return clones of the static outputs: callers keep outputs across
-calls (the keyframe bank, the next window's latents), and a replay overwrites the static ones. All graphs of one
-step share one memory pool: they never run concurrently. A step that cannot be captured (an op that
-synchronises with the host, say) runs uncaptured from then on, with one warning: slower, never wrong.
+How: a set of input shapes (the reference features grow by one image per history keyframe, so one set per
+keyframe count) runs uncaptured for its first ``capture_after - 1`` calls, real windows that do the compilation,
+autotuning and cuDNN/cuBLAS set-up; at the next call it runs once more on the capture's side stream (the libraries'
+per-stream workspaces), is captured over static input buffers, and replayed. A keyframe count that a run passes
+through in a window or two (the bank fills within the first seconds) is never captured: a capture costs a few
+windows' time (0.6 s each for the AOTInductor package, call T of the seventh session), more than two windows of
+replay save. Later calls copy their inputs into the static buffers, replay, and return clones of the static
+outputs: callers keep outputs across calls (the keyframe bank, the next window's latents), and a replay overwrites
+the static ones. All graphs of one step share one memory pool: they never run concurrently. A step that cannot be
+captured (an op that synchronises with the host, say) runs uncaptured from then on, with one warning: slower,
+never wrong.
 """
 
 from __future__ import annotations
@@ -25,14 +29,19 @@ import torch
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+# the call of a set of shapes that captures it: the first two run uncaptured (a keyframe count passed through in a
+# window or two is never captured) and serve as the warm-up
+CAPTURE_AFTER = 3
 
 
 class GraphedStep:
     """``run(inputs) -> outputs`` replayed from CUDA graphs, one per distinct set of input shapes."""
 
-    def __init__(self, run: StepFn, name: str = "window step") -> None:
+    def __init__(self, run: StepFn, name: str = "window step", capture_after: int = CAPTURE_AFTER) -> None:
         self.run, self.name = run, name
+        self.capture_after = max(1, capture_after)
         self.graphs: dict[tuple, _Captured] = {}
+        self.uncaptured: dict[tuple, int] = {}  # calls so far per set of shapes not captured yet
         self.enabled = True
         self.pool: Any = None
 
@@ -42,10 +51,14 @@ class GraphedStep:
         key = tuple((name, tuple(t.shape), t.dtype) for name, t in inputs.items())
         captured = self.graphs.get(key)
         if captured is None:
+            if not self.due(key):
+                return self.run(inputs)
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
+            # real windows already ran these shapes when capture is deferred: one warm-up for the side stream
+            warmups = 2 if self.capture_after == 1 else 1
             try:
-                captured = _Captured.capture(self.run, inputs, self.pool)
+                captured = _Captured.capture(self.run, inputs, self.pool, warmups)
             except RuntimeError as exc:  # e.g. "operation not permitted when stream is capturing"
                 log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, first_line(exc))
                 self.enabled = False
@@ -56,11 +69,17 @@ class GraphedStep:
             log.info("captured the %s in a CUDA graph (%d so far)", self.name, len(self.graphs))
         return captured.replay(inputs)
 
+    def due(self, key: tuple) -> bool:
+        """Count a call of uncaptured shapes ``key``; True when this call should capture them."""
+        calls = self.uncaptured[key] = self.uncaptured.get(key, 0) + 1
+        return calls >= self.capture_after
 
-def use_graphs(setting: object, compiled: bool) -> bool:
-    """``runtime.cuda_graphs`` for a backend: ``on``/``off``, or ``auto`` = on for compiled steps only."""
+
+def use_graphs(setting: object, pays: bool) -> bool:
+    """``runtime.cuda_graphs`` for a backend: ``on``/``off``, or ``auto`` = ``pays``: on where a measurement found
+    that replaying saves more than the captures cost (each backend says, citing it)."""
     value = str(setting)
-    return value == "on" or (value == "auto" and compiled)
+    return value == "on" or (value == "auto" and pays)
 
 
 def first_line(exc: BaseException) -> str:
@@ -74,12 +93,12 @@ class _Captured:
         self.graph, self.inputs, self.outputs = graph, inputs, outputs
 
     @classmethod
-    def capture(cls, run: StepFn, inputs: dict[str, torch.Tensor], pool: Any) -> _Captured:
+    def capture(cls, run: StepFn, inputs: dict[str, torch.Tensor], pool: Any, warmups: int = 2) -> _Captured:
         static = {name: tensor.detach().clone() for name, tensor in inputs.items()}
         side = torch.cuda.Stream(device=next(iter(static.values())).device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up off the capture: compilation, autotuning, library workspaces
-            for _ in range(2):
+            for _ in range(warmups):
                 run(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()

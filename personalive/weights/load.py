@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from personalive.device_warmup import LibraryWarmup
 from personalive.errors import WeightsError
 from personalive.model_sizes import ModelSizes
 from personalive.weights import projections
@@ -306,8 +307,13 @@ def load_models(
     threads = threads or default_threads(device)
     with report.phase("device_init"):
         _init_device(device)
-    with report.phase("imports"):
-        _import_networks(names + (["denoising_unet"] if projections.NAME in networks else []))
+    # CUDA's libraries set themselves up on a thread while the imports hold the main thread (see device_warmup)
+    warmup = LibraryWarmup(device, (dtype, clip_dtype))
+    with warmup:
+        with report.phase("imports"):
+            _import_networks(names + (["denoising_unet"] if projections.NAME in networks else []))
+    report.phases["warmup"] += warmup.waited
+    report.warmup_seconds = warmup.seconds
     loaded: dict[str, nn.Module] = {}
     problems: list[str] = []
     if projections.NAME in networks and "denoising_unet" not in networks:

@@ -4,6 +4,8 @@ Phases (seconds; a network's phases add up to its share of the total):
 
 * ``device_init``: the device's context (CUDA's first call), so that it does not hide in the first network;
 * ``imports``: diffusers, transformers and the network modules;
+* ``warmup``: waiting, after the imports, for the thread that set up CUDA's libraries meanwhile
+  (:mod:`personalive.device_warmup`; normally nothing: it ends first); its own duration is ``warmup_seconds``;
 * ``build``: constructing the network with its parameters on the meta device (buffers real, on the device);
 * ``read``: the cheap archive check and ``torch.load(mmap=True)`` (no tensor bytes are read yet);
 * ``compare``: the strict key and shape comparison;
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("device_init", "imports", "build", "read", "compare", "copy", "finite")
+PHASES = ("device_init", "imports", "warmup", "build", "read", "compare", "copy", "finite")
 
 
 def current_rss_gib() -> float | None:
@@ -64,6 +66,7 @@ class LoadReport:
     rss_end_gib: float | None = None
     peak_rss_gib: float | None = None
     step_seconds: float = 0.0  # the backend's window step built from the loaded networks (set by the job's loader)
+    warmup_seconds: float = 0.0  # the CUDA library warm-up thread's own time (beside the imports)
 
     @contextmanager
     def phase(self, name: str, network: str | None = None) -> Iterator[None]:
@@ -102,6 +105,7 @@ class LoadReport:
             "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
             "networks_s": {n: {k: round(v, 3) for k, v in p.items()} for n, p in self.networks.items()},
             "gib_copied": round(self.bytes_copied / 2**30, 3),
+            "warmup_thread_s": round(self.warmup_seconds, 3),
             "rss_start_gib": gib(self.rss_start_gib),
             "rss_end_gib": gib(self.rss_end_gib),
             "peak_rss_gib": gib(self.peak_rss_gib),
