@@ -34,6 +34,8 @@
 #      animate twice; the whole animate on the sixth session's AOTInductor package (carry .gpu-pkg) twice.
 #   U: (eighth session) the first calls' cost with / without the warm-up thread; the package rebuilt (cores 8-15)
 #      beside the whole eager animate, the code before (.gpu-base) against now; upstream; animate on the package.
+#   V: (eighth session) upstream; U's package verified and timed beside eager; the loop's GPU time by stage (eager,
+#      aoti); the first reference and step profiled; the whole animate, eager and aoti.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -368,6 +370,26 @@ U)  # eighth session: the first calls' cost and the warm-up thread (probe); the 
   upstream
   animate_package
   AOTI_TAG=-graphs animate_package --set runtime.cuda_graphs=on
+  ;;
+V)  # eighth session, second call: upstream; call U's package (carry .gpu-pkg) verified and timed beside the eager
+    # step; the loop's GPU time by stage, eager and aoti; the first reference and step profiled; the whole animate
+  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  for f in .gpu-pkg/*.pt2.xz.aa; do [ -f "$f" ] || continue; mkdir -p /tmp/engine-work
+    P=/tmp/engine-work/$(basename "${f%.xz.aa}"); cat "${f%.aa}".a? | xz -d > "$P"; cp "${f%.xz.aa}.json" "$P.json"; done
+  upstream
+  AOTI_RUN_TIMEOUT=${AOTI_RUN_TIMEOUT:-200} aoti_run
+  PKG=$(package); AOTI=runtime.backend=aoti+runtime.engine=$PKG
+  VARIANTS=runtime.cuda_graphs=off,runtime.cuda_graphs=on${PKG:+,$AOTI+runtime.cuda_graphs=on,$AOTI+runtime.cuda_graphs=off}
+  log "loop-profile ($VARIANTS)"; timeout ${LOOP_TIMEOUT:-200} $PY -m benchmarks.loop_profile --out "$OUT/loop-profile.json" \
+    --size $SIZE --device $DEVICE --weights $W --frames ${LOOP_FRAMES:-32} --timed-frames ${CLIP_FRAMES:-300} \
+    --variants "$VARIANTS" > "$OUT/loop-profile.log" 2>&1; echo "loop-profile rc=$?" >> "$OUT/loop-profile.log"
+  grep "loop_profile\|rc=" "$OUT/loop-profile.log" | cut -c1-300 | tail -n 3
+  log first-reference; timeout 100 $PY -m benchmarks.first_reference --weights $W --out "$OUT/first-reference.json" \
+    --device $DEVICE ${FIRST_REF_ARGS:-} 2>&1 | grep '"what"' | tail -n 2
+  animate ${CLIP_FRAMES:-300} 10s-eager
+  animate ${CLIP_FRAMES:-300} 10s-eager-graphs --set runtime.cuda_graphs=on
+  animate_package
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -2,6 +2,13 @@
 
     python -m benchmarks.loop_profile --out FILE.json [--size full|tiny] [--device cuda] [--frames 48]
         [--timed-frames 300] [--variants media.encode_process=off,media.encode_process=on] [--video-size 640x480]
+        [--weights DIR]
+
+``--weights DIR`` loads the networks from files as the product does (needed for ``runtime.backend=aoti``, whose
+package is tied to the weights' hash; a variant ``runtime.backend=aoti+runtime.engine=PATH`` runs it); without it
+they are random, in memory. The timed run also records a CUDA event pair around every labelled stage: in a loop
+where the GPU never waits, an event pair's elapsed time is the GPU time of the work the stage queued, so
+``gpu_ms_by_stage`` says what the GPU spends each window on (the step, conditioning's networks, the copies).
 
 For each variant (one configuration override, ``key=value``): the job body (PyAV decode, animate, encode, atomic
 write; as in ``personalive bench``) runs once to warm up (cuDNN autotuning, captures, the pinned-memory pool) on
@@ -42,19 +49,40 @@ log = logging.getLogger("benchmarks.loop_profile")
 GAP_MS = 0.2
 
 
+EVENTS: list | None = None  # (label, start event, end event) while a timed run records GPU time by stage
+
+
 def _labelled(fn: Callable, label: str) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.profiler.record_function(label):
+        if EVENTS is None:
+            with torch.profiler.record_function(label):
+                return fn(*args, **kwargs)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        try:
             return fn(*args, **kwargs)
+        finally:
+            end.record()
+            EVENTS.append((label, start, end))
 
     return wrapper
+
+
+def gpu_ms_by_stage(events: list) -> dict[str, dict]:
+    torch.cuda.synchronize()
+    table: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for label, start, end in events:
+        table[label][0] += start.elapsed_time(end)
+        table[label][1] += 1
+    return {k: {"ms": round(v[0], 1), "count": v[1], "mean_ms": round(v[0] / v[1], 2)} for k, v in table.items()}
 
 
 @contextmanager
 def labels() -> Iterator[None]:
     """Wrap the pipeline's host stages in profiler labels (``#`` marks ours), undone on exit."""
     from personalive import realworld
+    from personalive.backends.aoti import AOTIStep
     from personalive.backends.eager import EagerWindowStep
     from personalive.backends.graphs import GraphedStep
     from personalive.pipeline import animate, keypoints
@@ -70,6 +98,7 @@ def labels() -> Iterator[None]:
         (keypoints, "animated_keypoints", "#animated keypoints"),
         (animate, "_to_host", "#to host"),
         (EagerWindowStep, "__call__", "#step"),
+        (AOTIStep, "__call__", "#step (aoti)"),
         (GraphedStep, "__call__", "#graphed step"),
         (realworld.Outputs, "frame", "#output frame"),
         (torch.cuda.Event, "synchronize", "#wait: frames copied"),
@@ -160,9 +189,10 @@ def analyse(events: list[Any]) -> dict[str, Any]:
 
 
 def main() -> None:
+    global EVENTS
     from benchmarks.random_run import random_run
     from personalive import bench
-    from personalive.backends.eager import EagerWindowStep
+    from personalive.backends import backend_class
     from personalive.config import load_config
 
     p = argparse.ArgumentParser()
@@ -173,9 +203,10 @@ def main() -> None:
     p.add_argument("--timed-frames", type=int, default=300)
     p.add_argument("--variants", default="media.encode_process=off,media.encode_process=on")
     p.add_argument("--video-size", default="640x480")
+    p.add_argument("--weights", type=Path, default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    models, device, base = random_run(args.size, args.device)
+    models, device, base = random_run(args.size, args.device, args.weights)
     width, height = (int(v) for v in args.video_size.split("x"))
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC"), "frames": args.frames, "rows": {}}
     if device.type == "cuda":
@@ -184,12 +215,16 @@ def main() -> None:
     for variant in args.variants.split(","):
         options = base | dict(item.split("=", 1) for item in variant.split("+"))  # "a=1+b=2": two overrides
         config = load_config(options=options)
-        step = EagerWindowStep.from_models(models, config, device)
+        step = backend_class(config.runtime.backend).from_models(models, config, device, config.runtime.engine)
         video = bench.BenchOptions(random=args.size, frames=args.frames, warmup=0, video_frames=args.frames)
         video.video_size = (width, height)
         timed = bench.BenchOptions(**{**vars(video), "video_frames": args.timed_frames})
         bench.measure_video(models, config, device, video, step)  # warm-up
-        timing = bench.measure_video(models, config, device, timed, step)
+        with labels():
+            EVENTS = [] if device.type == "cuda" else None
+            timing = bench.measure_video(models, config, device, timed, step)
+            by_stage = gpu_ms_by_stage(EVENTS) if EVENTS is not None else {}
+            EVENTS = None
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -197,13 +232,25 @@ def main() -> None:
             stack.enter_context(labels())
             prof = stack.enter_context(torch.profiler.profile(activities=activities))
             bench.measure_video(models, config, device, video, step)
-        row = {"timing": timing, "profile": analyse(list(prof.events()))}
+        row = {"timing": timing, "gpu_ms_by_stage": by_stage, "profile": analyse(list(prof.events()))}
         # the step alone with the run's final keyframe count (3): the job body's ceiling (issue 12: >= 95 %)
-        alone = bench.BenchOptions(random=args.size, warmup=3, iters=15)  # graphs as the variant's config says
-        row["step_alone_3kf"] = bench.measure_step(models, config, device, alone, keyframes=3)
+        row["step_alone_3kf"] = step_alone(models, config, device, step, keyframes=3)
         result["rows"][variant] = row
         log.info("%s: %s fps; %s", variant, timing["loop_fps"], json.dumps(row["profile"])[:1500])
         args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+def step_alone(models: Any, config: Any, device: torch.device, step: Any, keyframes: int) -> dict:
+    """The variant's own step (any backend) on one window's inputs: CUDA-event median of 15 calls after 3."""
+    from personalive.bench import Clock, median_ms
+    from personalive.pipeline.window import example_window_inputs
+
+    inputs = example_window_inputs(models, config, device, models.dtype, num_keyframes=keyframes)
+    clock = Clock(device)
+    for _ in range(3):
+        step(inputs)
+    stats = median_ms([clock.time(lambda: step(inputs)) for _ in range(15)])
+    return {"keyframes": keyframes, **stats, "step_fps": round(1000 * config.generation.window / stats["median_ms"], 2)}
 
 
 if __name__ == "__main__":

@@ -368,9 +368,10 @@ class AOTIStep:
         runner = AOTIRunner(path, module, module.input_names, device)
         from personalive.backends.graphs import use_graphs
 
-        # auto: off. The package's wrapper launches its kernels from C++: graphs saved 1-2 ms of 123-144 a window
-        # (fourth session), and the captures cost a 10 s clip 3.5 s (call T of the seventh session)
-        return cls(runner, module, cuda_graphs=use_graphs(config.runtime.cuda_graphs, pays=False))
+        # auto: on. The step alone gains only 1-2 ms a window from graphs (fourth session: its wrapper's launches
+        # keep up with the GPU), but in the job the host also runs conditioning's networks and falls behind: the
+        # 10 s clip's steady windows took ~170 ms without graphs and ~135 ms with (call U, eighth session)
+        return cls(runner, module, cuda_graphs=use_graphs(config.runtime.cuda_graphs, pays=True))
 
     @property
     def input_names(self) -> list[str]:
