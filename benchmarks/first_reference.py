@@ -39,7 +39,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--backend", default="eager")
     p.add_argument("--engine", default=None)
-    p.add_argument("--size", type=int, default=512, help="the generation's height and width (smaller: a CPU smoke test)")
+    p.add_argument(
+        "--size", type=int, default=512, help="the generation's height and width (smaller: a CPU smoke test)"
+    )
     args = p.parse_args()
     from personalive.config import load_config
     from personalive.environment import apply_cudnn_setting, torch_dtype

@@ -383,7 +383,7 @@ V)  # eighth session, second call: upstream; call U's package (carry .gpu-pkg) v
   VARIANTS=runtime.cuda_graphs=off,runtime.cuda_graphs=on${PKG:+,$AOTI+runtime.cuda_graphs=on,$AOTI+runtime.cuda_graphs=off}
   log "loop-profile ($VARIANTS)"; timeout ${LOOP_TIMEOUT:-200} $PY -m benchmarks.loop_profile --out "$OUT/loop-profile.json" \
     --size $SIZE --device $DEVICE --weights $W --frames ${LOOP_FRAMES:-32} --timed-frames ${CLIP_FRAMES:-300} \
-    --variants "$VARIANTS" > "$OUT/loop-profile.log" 2>&1; echo "loop-profile rc=$?" >> "$OUT/loop-profile.log"
+    --variants "$VARIANTS" --no-profile > "$OUT/loop-profile.log" 2>&1; echo "loop-profile rc=$?" >> "$OUT/loop-profile.log"
   grep "loop_profile\|rc=" "$OUT/loop-profile.log" | cut -c1-300 | tail -n 3
   log first-reference; timeout 100 $PY -m benchmarks.first_reference --weights $W --out "$OUT/first-reference.json" \
     --device $DEVICE ${FIRST_REF_ARGS:-} 2>&1 | grep '"what"' | tail -n 2

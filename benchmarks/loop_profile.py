@@ -2,7 +2,7 @@
 
     python -m benchmarks.loop_profile --out FILE.json [--size full|tiny] [--device cuda] [--frames 48]
         [--timed-frames 300] [--variants media.encode_process=off,media.encode_process=on] [--video-size 640x480]
-        [--weights DIR]
+        [--weights DIR] [--no-profile]
 
 ``--weights DIR`` loads the networks from files as the product does (needed for ``runtime.backend=aoti``, whose
 package is tied to the weights' hash; a variant ``runtime.backend=aoti+runtime.engine=PATH`` runs it); without it
@@ -204,6 +204,7 @@ def main() -> None:
     p.add_argument("--variants", default="media.encode_process=off,media.encode_process=on")
     p.add_argument("--video-size", default="640x480")
     p.add_argument("--weights", type=Path, default=None)
+    p.add_argument("--no-profile", action="store_true", help="skip the profiled run (its trace takes a minute)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     models, device, base = random_run(args.size, args.device, args.weights)
@@ -215,7 +216,12 @@ def main() -> None:
     for variant in args.variants.split(","):
         options = base | dict(item.split("=", 1) for item in variant.split("+"))  # "a=1+b=2": two overrides
         config = load_config(options=options)
-        step = backend_class(config.runtime.backend).from_models(models, config, device, config.runtime.engine)
+        try:
+            step = backend_class(config.runtime.backend).from_models(models, config, device, config.runtime.engine)
+        except Exception as exc:  # noqa: BLE001 - a variant that cannot run is a row, not the end of the others
+            result["rows"][variant] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            log.warning("%s: %s", variant, result["rows"][variant]["error"])
+            continue
         video = bench.BenchOptions(random=args.size, frames=args.frames, warmup=0, video_frames=args.frames)
         video.video_size = (width, height)
         timed = bench.BenchOptions(**{**vars(video), "video_frames": args.timed_frames})
@@ -228,15 +234,17 @@ def main() -> None:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with ExitStack() as stack:
-            stack.enter_context(labels())
-            prof = stack.enter_context(torch.profiler.profile(activities=activities))
-            bench.measure_video(models, config, device, video, step)
-        row = {"timing": timing, "gpu_ms_by_stage": by_stage, "profile": analyse(list(prof.events()))}
+        row = {"timing": timing, "gpu_ms_by_stage": by_stage}
+        if not args.no_profile:
+            with ExitStack() as stack:
+                stack.enter_context(labels())
+                prof = stack.enter_context(torch.profiler.profile(activities=activities))
+                bench.measure_video(models, config, device, video, step)
+            row["profile"] = analyse(list(prof.events()))
         # the step alone with the run's final keyframe count (3): the job body's ceiling (issue 12: >= 95 %)
         row["step_alone_3kf"] = step_alone(models, config, device, step, keyframes=3)
         result["rows"][variant] = row
-        log.info("%s: %s fps; %s", variant, timing["loop_fps"], json.dumps(row["profile"])[:1500])
+        log.info("%s: %s fps; %s", variant, timing["loop_fps"], json.dumps(row.get("profile", by_stage))[:1500])
         args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
 
 
@@ -250,7 +258,11 @@ def step_alone(models: Any, config: Any, device: torch.device, step: Any, keyfra
     for _ in range(3):
         step(inputs)
     stats = median_ms([clock.time(lambda: step(inputs)) for _ in range(15)])
-    return {"keyframes": keyframes, **stats, "step_fps": round(1000 * config.generation.window / stats["median_ms"], 2)}
+    return {
+        "keyframes": keyframes,
+        **stats,
+        "step_fps": round(1000 * config.generation.window / stats["median_ms"], 2),
+    }
 
 
 if __name__ == "__main__":
