@@ -36,6 +36,7 @@
 #      beside the whole eager animate, the code before (.gpu-base) against now; upstream; animate on the package.
 #   V: (eighth session) upstream; U's package verified and timed beside eager; the loop's GPU time by stage (eager,
 #      aoti); the first reference and step profiled; the whole animate, eager and aoti.
+#   W: (eighth session) quiet: eager now against the code before (.gpu-base), alternating; aoti on 8 / 16 cores.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -390,6 +391,22 @@ V)  # eighth session, second call: upstream; call U's package (carry .gpu-pkg) v
   animate ${CLIP_FRAMES:-300} 10s-eager
   animate ${CLIP_FRAMES:-300} 10s-eager-graphs --set runtime.cuda_graphs=on
   animate_package
+  ;;
+W)  # eighth session, last call, quiet: the whole eager command alternating between the code before (.gpu-base) and
+    # now; the whole aoti command on 8 cores (as every command here) and on all 16, alternating; upstream first
+  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  for f in .gpu-pkg/*.pt2.xz.aa; do [ -f "$f" ] || continue; mkdir -p /tmp/engine-work
+    P=/tmp/engine-work/$(basename "${f%.xz.aa}"); cat "${f%.aa}".a? | xz -d > "$P"; cp "${f%.xz.aa}.json" "$P.json"; done
+  upstream
+  for i in 1 2; do
+    [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
+    animate ${CLIP_FRAMES:-300} 10s-new-$i
+  done
+  for i in 1 2; do
+    AOTI_TAG=-8cores-$i animate_package
+    SAVED=$FG; FG=""; AOTI_TAG=-16cores-$i animate_package; FG=$SAVED
+  done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
