@@ -55,9 +55,9 @@ class CropMode(Choice):
 
 
 class CudaGraphs(Choice):
-    # auto: on for the compiled backends (compile, aoti), off for eager. Measured on an H200 (benchmarks/RESULTS.md):
-    # graphs take the eager step from 186 to 179 ms, but every keyframe count costs a capture (~0.6 s), which a
-    # 96-frame stream with 3 keyframes did not win back (14.0 fps against 16.9 without)
+    # auto: on for the compiled backends (compile, aoti), off for eager. Measured on an H200 (benchmarks/RESULTS.md,
+    # eighth session): graphs take the eager step from ~192 to ~182 ms, but a 10 s clip's two captures (a keyframe
+    # count is captured at its third window) cost about what the replays save (loop 18.9 s against 18.6 s)
     auto = "auto"
     on = "on"
     off = "off"
