@@ -1,11 +1,11 @@
 """CUDA's libraries set up on a background thread while loading imports the network code.
 
 Why: a process's first convolution, matrix product and attention load cuDNN's, cuBLAS's and the attention
-kernels' libraries and create their handles. On an H200 (call T of the seventh session) the reference's first
-pass took 1.8 s and the first window ~1.5 s more than later ones, while loading had just spent 5 s importing
-diffusers and transformers with the GPU idle. PyTorch's operators release the GIL while they run, so a thread
-doing those set-ups takes little from the imports. Its handles go back to PyTorch's per-device pools when the
-thread ends, and the main thread's first networks take them from there.
+kernels' libraries and create their handles (on an H200: 112-290 ms, 83 ms and up to 459 ms), while loading spends
+~5 s importing diffusers and transformers with the GPU idle. PyTorch's operators release the GIL while they run, so
+a thread doing those set-ups takes little from the imports. Its handles go back to PyTorch's per-device pools when
+the thread ends, and the main thread's first networks take them from there (then 3 ms, 2 ms). Measured in the
+whole command (eighth session, call W): the reference's first pass went from ~1.9 to ~1.4 s.
 
 What it runs, per floating-point dtype the networks use: a 3x3 convolution, a linear layer with bias, a batched
 product and a scaled-dot-product attention, at small sizes, then a synchronisation. It uses constant tensors, never

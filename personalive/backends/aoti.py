@@ -370,7 +370,8 @@ class AOTIStep:
 
         # auto: on. The step alone gains only 1-2 ms a window from graphs (fourth session: its wrapper's launches
         # keep up with the GPU), but in the job the host also runs conditioning's networks and falls behind: the
-        # 10 s clip's steady windows took ~170 ms without graphs and ~135 ms with (call U, eighth session)
+        # 10 s clip's steady windows took ~170 ms without graphs and ~135 ms with on one machine (call U, eighth
+        # session), and a second job's loop was 6 % faster with them on another (call V)
         return cls(runner, module, cuda_graphs=use_graphs(config.runtime.cuda_graphs, pays=True))
 
     @property

@@ -36,8 +36,8 @@ class EagerWindowStep:
     def from_models(
         cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
     ) -> EagerWindowStep:
-        # auto: off. Graphs save ~13 ms of 170-190 a window, but the captures cost a 10 s clip more than that
-        # (call R of the seventh session: the loop 18.9 s with them, 18.1 s without)
+        # auto: off. Graphs save ~10 ms of ~190 a window, but a 10 s clip's two captures cost about as much (call V
+        # of the eighth session: the loop 18.9 s with them, 18.6 s without)
         graphs = use_graphs(config.runtime.cuda_graphs, pays=False)
         return cls(build_window_module(models, config), cuda_graphs=graphs)
 
