@@ -242,27 +242,11 @@ def main() -> None:
                 bench.measure_video(models, config, device, video, step)
             row["profile"] = analyse(list(prof.events()))
         # the step alone with the run's final keyframe count (3): the job body's ceiling (issue 12: >= 95 %)
-        row["step_alone_3kf"] = step_alone(models, config, device, step, keyframes=3)
+        alone = bench.BenchOptions(random=args.size, warmup=3, iters=15)
+        row["step_alone_3kf"] = bench.measure_step(models, config, device, alone, keyframes=3, step=step)
         result["rows"][variant] = row
         log.info("%s: %s fps; %s", variant, timing["loop_fps"], json.dumps(row.get("profile", by_stage))[:1500])
         args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-
-
-def step_alone(models: Any, config: Any, device: torch.device, step: Any, keyframes: int) -> dict:
-    """The variant's own step (any backend) on one window's inputs: CUDA-event median of 15 calls after 3."""
-    from personalive.bench import Clock, median_ms
-    from personalive.pipeline.window import example_window_inputs
-
-    inputs = example_window_inputs(models, config, device, models.dtype, num_keyframes=keyframes)
-    clock = Clock(device)
-    for _ in range(3):
-        step(inputs)
-    stats = median_ms([clock.time(lambda: step(inputs)) for _ in range(15)])
-    return {
-        "keyframes": keyframes,
-        **stats,
-        "step_fps": round(1000 * config.generation.window / stats["median_ms"], 2),
-    }
 
 
 if __name__ == "__main__":

@@ -137,12 +137,16 @@ def use_channels_last(models: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ measurements
-def measure_step(models: Any, config: Any, device: torch.device, options: BenchOptions, keyframes: int) -> dict:
+def measure_step(
+    models: Any, config: Any, device: torch.device, options: BenchOptions, keyframes: int, step: Any = None
+) -> dict:
+    """The step alone (``step``, or one of ``options.backend`` built from ``models``) on one window's inputs."""
     from personalive.backends import backend_class
     from personalive.pipeline.window import example_window_inputs
 
     dtype = models.dtype
-    step = backend_class(options.backend).from_models(models, config, device)
+    if step is None:
+        step = backend_class(options.backend).from_models(models, config, device)
     inputs = example_window_inputs(models, config, device, dtype, num_keyframes=keyframes)
     if not options.savings:  # raw (B, R, C) features in, projected inside every call
         names = list(step.feature_names)

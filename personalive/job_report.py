@@ -36,11 +36,10 @@ def peak_gpu_mib(device) -> float | None:
 
 
 def peak_host_mib() -> float | None:
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return None
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+    from personalive.weights.report import peak_rss_gib
+
+    peak = peak_rss_gib()
+    return None if peak is None else round(peak * 1024, 1)
 
 
 def run_info(config: RunConfig, device) -> dict[str, Any]:
