@@ -13,8 +13,10 @@ files are collected into one error.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from personalive.device_warmup import LibraryWarmup
+from personalive.device_plans import PlanBook
+from personalive.device_warmup import DeviceWarmup
 from personalive.errors import WeightsError
 from personalive.model_sizes import ModelSizes
 from personalive.weights import projections
 from personalive.weights.configs import FIX, read_sizes
 from personalive.weights.integrity import check_archive_structure, check_finite, content_hash
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
-from personalive.weights.materialize import MappedPages, assign_state, build_empty
+from personalive.weights.materialize import MappedPages, Prefetch, assign_state, build_empty
 from personalive.weights.report import LoadReport
 
 logger = logging.getLogger(__name__)
@@ -163,12 +166,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_network_state(name: str, layout: WeightsLayout) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
-    """(state dict, key -> file it came from); the denoising UNet's two files are merged."""
+def _read_network_state(
+    name: str, layout: WeightsLayout, fixups: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    """(state dict, key -> file it came from); the denoising UNet's two files are merged. ``fixups`` False: the
+    keys as written (the conversions live with the network code, which may not be imported yet)."""
     state: dict[str, torch.Tensor] = {}
     origin: dict[str, Path] = {}
     for path in layout.network_files(name):
-        part = _fixups(name)(read_state_dict(path))
+        part = read_state_dict(path)
+        part = _fixups(name)(part) if fixups else part
         for key in part:
             if key in state:
                 raise WeightsError(f"{path}: key {key} also in {origin[key].name}; each key must be in one file")
@@ -243,14 +250,19 @@ def _load_network(
     dtype: torch.dtype,
     report: LoadReport,
     threads: int,
+    prefetch: Prefetch,
 ) -> tuple[nn.Module | None, list[str]]:
-    """One network built without initialisation and loaded strictly (see :mod:`.materialize`): (module, problems)."""
+    """One network built without initialisation and loaded strictly (see :mod:`.materialize`): (module, problems).
+    Its tensors come from ``prefetch`` (already on the device, unless a dtype differs)."""
     source = config_file(name, layout, sizes)
     with report.phase("build", name):
         module = build_empty(lambda: build_network(name, sizes, source), device, dtype)
     files = layout.network_files(name)
     with report.phase("read", name):
-        state, origin = _read_network_state(name, layout)
+        state, origin, prefetched = prefetch.result(name)
+        report.bytes_copied += prefetched
+        state = _fixups(name)(state)  # renames (older library versions' keys); a renamed key's file is the only one
+        origin = {key: origin.get(key, files[0]) for key in state}
         pages = MappedPages(files)
     with report.phase("compare", name):
         found = compare_state(_expected_shapes(module), state, origin, files)
@@ -259,7 +271,7 @@ def _load_network(
     with report.phase("copy", name):
         # from the memory-mapped files straight into new device tensors (cast on the way, as .to(dtype) would);
         # each tensor's file pages are given back once copied
-        report.bytes_copied += assign_state(module, state, device, pages, threads)
+        report.bytes_copied += assign_state(module, state, device, pages, threads, prefetched=True)
         del state
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -280,13 +292,15 @@ def load_models(
     *,
     report: LoadReport | None = None,
     threads: int | None = None,
+    plans: PlanBook | None = None,
 ) -> ModelSet:
     """Build and strictly load ``networks`` (default: all) of the layout at ``weights_dir``; eval mode, no grad.
 
     Networks run in ``dtype`` on ``device``; the CLIP image encoder in ``clip_dtype``. All problems (missing,
     unexpected, mis-shaped keys) are collected over all files and raised as one :class:`WeightsError`.
     Where the time went is filled into ``report`` (also ``ModelSet.load_report``; see :mod:`.report`);
-    ``threads`` copy tensors in parallel (default :func:`default_threads`).
+    ``threads`` copy tensors in parallel (default :func:`default_threads`). ``plans``: cuDNN plans to replay while
+    the network code is imported (see :mod:`personalive.device_warmup`).
     """
     report = report if report is not None else LoadReport()
     started = report.start()
@@ -307,24 +321,33 @@ def load_models(
     threads = threads or default_threads(device)
     with report.phase("device_init"):
         _init_device(device)
-    # CUDA's libraries set themselves up on a thread while the imports hold the main thread (see device_warmup)
-    warmup = LibraryWarmup(device, (dtype, clip_dtype))
-    with warmup:
-        with report.phase("imports"):
-            _import_networks(names + (["denoising_unet"] if projections.NAME in networks else []))
-    report.phases["warmup"] += warmup.waited
-    report.warmup_seconds = warmup.seconds
-    loaded: dict[str, nn.Module] = {}
-    problems: list[str] = []
-    if projections.NAME in networks and "denoising_unet" not in networks:
-        with report.phase("copy", projections.NAME):
-            problems += _load_projections(layout, sizes, device, dtype, loaded)
-    for name in names:
-        net_dtype = clip_dtype if name == "image_encoder" else dtype
-        module, found = _load_network(name, layout, sizes, device, net_dtype, report, threads)
-        problems += found
-        if module is not None:
-            loaded[name] = module
+    # the weights go to the device on worker threads, and the network code (diffusers, transformers) is imported
+    # on another, while this thread warms the device up: the three overlap the ~5 s of imports
+    prefetch = Prefetch(threads)
+    try:
+        # the largest first: the denoising UNet's copy is the longest
+        for name in sorted(names, key=lambda n: -sum(f.stat().st_size for f in layout.network_files(n))):
+            read = functools.partial(_read_network_state, name, layout, fixups=False)
+            net_dtype = clip_dtype if name == "image_encoder" else dtype
+            prefetch.start(name, read, layout.network_files(name), device, net_dtype)
+        warmup = DeviceWarmup(device, (dtype, clip_dtype), plans)
+        imported = names + (["denoising_unet"] if projections.NAME in networks else [])
+        started_imports = time.perf_counter()
+        warmup.beside(lambda: _import_networks(imported))
+        report.record_warmup(time.perf_counter() - started_imports, warmup)
+        loaded: dict[str, nn.Module] = {}
+        problems: list[str] = []
+        if projections.NAME in networks and "denoising_unet" not in networks:
+            with report.phase("copy", projections.NAME):
+                problems += _load_projections(layout, sizes, device, dtype, loaded)
+        for name in names:
+            net_dtype = clip_dtype if name == "image_encoder" else dtype
+            module, found = _load_network(name, layout, sizes, device, net_dtype, report, threads, prefetch)
+            problems += found
+            if module is not None:
+                loaded[name] = module
+    finally:
+        prefetch.close()
     if problems:
         raise WeightsError(summarize_problems(layout.root, problems))
     report.finish(started)

@@ -15,8 +15,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from personalive.models.attention_3d import project_reference
-
 NAME = "reference_projections"
 
 
@@ -41,6 +39,10 @@ class ReferenceProjections(nn.Module):
         return mapping
 
     def project_reference(self, reference_features: list[torch.Tensor]) -> list[torch.Tensor]:
+        # imported here: the weights package stays free of diffusers until a network is imported (see
+        # personalive.device_warmup: the imports run on a thread while the device warms up)
+        from personalive.models.attention_3d import project_reference
+
         return [project_reference(a, f) for a, f in zip(self.attentions, reference_features, strict=True)]
 
 
