@@ -40,11 +40,11 @@ def child(mode: str, device_name: str) -> dict:
     torch.empty(0, device=device)
     row: dict = {"mode": mode, "import_and_context_s": round(time.perf_counter() - t0, 2)}
     if mode == "warmed":
-        from personalive.device_warmup import LibraryWarmup
+        from personalive.device_warmup import DeviceWarmup
 
-        with LibraryWarmup(device, [torch.float16, torch.float32]) as warmup:
-            pass
-        row |= {"warmup_thread_s": round(warmup.seconds, 3), "warmup_error": warmup.error}
+        warmup = DeviceWarmup(device, [torch.float16, torch.float32])
+        warmup.beside(lambda: None)
+        row |= {"warmup_s": round(warmup.seconds, 3), "warmup_error": warmup.error}
 
     def conv(channels: int, size: int, dtype=torch.float16):
         x = torch.ones(2, channels, size, size, device=device, dtype=dtype)

@@ -160,6 +160,9 @@ class RuntimeConfig:
     # torch.backends.cudnn.benchmark on a CUDA device: cuDNN times its algorithms for each new convolution shape and
     # keeps the fastest; off, its heuristics choose (PyTorch's default)
     cudnn_benchmark: bool = False
+    # on a CUDA device: record the shapes of the first calls' cuDNN plans in the user cache folder and replay them
+    # while the next process imports its network code (personalive.device_plans)
+    plan_cache: bool = True
 
 
 @dataclass

@@ -1,17 +1,22 @@
-"""CUDA's libraries set up on a background thread while loading imports the network code.
+"""The device warmed up on the main thread while loading imports the network code on a helper thread.
 
-Why: a process's first convolution, matrix product and attention load cuDNN's, cuBLAS's and the attention
-kernels' libraries and create their handles (on an H200: 112-290 ms, 83 ms and up to 459 ms), while loading spends
-~5 s importing diffusers and transformers with the GPU idle. PyTorch's operators release the GIL while they run, so
-a thread doing those set-ups takes little from the imports. Its handles go back to PyTorch's per-device pools when
-the thread ends, and the main thread's first networks take them from there (then 3 ms, 2 ms). Measured in the
-whole command (eighth session, call W): the reference's first pass went from ~1.9 to ~1.4 s.
+Why: loading spends ~5 s importing diffusers and transformers (H200, eighth session) with the GPU idle, and a
+process's first calls then pay set-up that has nothing to do with the weights:
 
-What it runs, per floating-point dtype the networks use: a 3x3 convolution, a linear layer with bias, a batched
-product and a scaled-dot-product attention, at small sizes, then a synchronisation. It uses constant tensors, never
-a random generator (the run's noise must not depend on it), and functional operators, never modules (loading
-builds modules meanwhile). cuDNN still chooses an algorithm per new shape at the networks' first calls: only
-library-wide set-up is done here. A failure is logged and ignored; the networks report any real problem.
+* library set-up: the first convolution, matrix product and attention load cuDNN's, cuBLAS's and the attention
+  kernels' libraries and create their handles (112-290 ms, 83 ms and up to 459 ms);
+* per-shape plans: cuDNN builds a plan for each new convolution shape and a graph for each new attention shape
+  (the first reference fusion 1.70 s against 0.07 s for the second; see :mod:`personalive.device_plans`).
+
+PyTorch keeps cuDNN's plans in per-thread caches, so they must be made on the thread that will run the networks:
+the imports go to a helper thread and the main thread does the warm-up. Imports hold the interpreter lock only
+part of the time and PyTorch's operators release it while they run, so each side takes little from the other.
+
+What the main thread runs: per floating-point dtype the networks use, a 3x3 convolution, a linear layer with bias,
+a batched product and an attention at small sizes (:func:`warm_libraries`); then the plan book of this run's key,
+if one was recorded (:func:`personalive.device_plans.replay`). It never uses a random generator (the run's noise
+must not depend on it) and calls functional operators only, never modules. A failure of the warm-up is logged and
+ignored (the networks report any real problem); an import error is raised on the main thread as it happened.
 """
 
 from __future__ import annotations
@@ -19,49 +24,79 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
+from personalive.device_plans import PlanBook, replay
+
 logger = logging.getLogger(__name__)
 
 
-class LibraryWarmup:
-    """``with LibraryWarmup(device, dtypes):`` runs :func:`warm_libraries` on a thread for the block's duration
-    (a CUDA device only) and waits for it at the block's end; ``waited`` is that wait, ``seconds`` the thread's
-    own time."""
+class DeviceWarmup:
+    """``DeviceWarmup(device, dtypes, plans).beside(imports)``: ``imports()`` on a helper thread while this thread
+    warms ``device`` up; returns once both are done (re-raising an import error).
 
-    def __init__(self, device: torch.device, dtypes: Iterable[torch.dtype]) -> None:
+    After it: ``imports_seconds`` (the helper's time), ``seconds`` (the warm-up's time here), ``waited`` (the time
+    this thread then waited for the imports), ``replayed`` (plan calls replayed), ``error`` (what stopped the
+    warm-up, or None). Off CUDA there is nothing to warm up: the imports run on this thread (``thread=True``
+    forces the helper thread and the warm-up anywhere, for tests).
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        dtypes: Iterable[torch.dtype],
+        plans: PlanBook | None = None,
+        thread: bool | None = None,
+    ) -> None:
         self.device = torch.device(device)
+        self.thread = self.device.type == "cuda" if thread is None else thread
         self.dtypes = sorted({d for d in dtypes if d.is_floating_point}, key=str)
-        self.thread: threading.Thread | None = None
+        self.plans = plans
+        self.imports_seconds = 0.0
         self.seconds = 0.0
         self.waited = 0.0
+        self.replayed = 0
         self.error: str | None = None
 
-    def __enter__(self) -> LibraryWarmup:
-        if self.device.type == "cuda" and self.dtypes:
-            self.thread = threading.Thread(target=self._run, name="cuda-warmup", daemon=True)
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.thread is not None:
+    def beside(self, imports: Callable[[], None]) -> None:
+        if not self.thread:
             started = time.perf_counter()
-            self.thread.join()  # its handles return to the pools when it ends
-            self.waited = time.perf_counter() - started
-            self.thread = None
+            imports()
+            self.imports_seconds = time.perf_counter() - started
+            return
+        failure: list[BaseException] = []
 
-    def _run(self) -> None:
+        def run_imports() -> None:
+            started = time.perf_counter()
+            try:
+                imports()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
+                failure.append(exc)
+            self.imports_seconds = time.perf_counter() - started
+
+        thread = threading.Thread(target=run_imports, name="imports", daemon=True)
+        thread.start()
+        self._warm()
+        started = time.perf_counter()
+        thread.join()
+        self.waited = time.perf_counter() - started
+        if failure:
+            raise failure[0]
+
+    def _warm(self) -> None:
         started = time.perf_counter()
         try:
             warm_libraries(self.device, self.dtypes)
+            if self.plans is not None and self.plans.groups:
+                self.replayed, self.error = replay(self.plans, self.device)
         except Exception as exc:  # noqa: BLE001 - a warm-up never fails a run
             self.error = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            logger.debug("CUDA library warm-up failed: %s", self.error)
+            logger.debug("device warm-up failed: %s", self.error)
         self.seconds = time.perf_counter() - started
-        logger.debug("CUDA library warm-up took %.2f s", self.seconds)
+        logger.debug("device warm-up took %.2f s (%d plan calls replayed)", self.seconds, self.replayed)
 
 
 def warm_libraries(device: torch.device, dtypes: Iterable[torch.dtype]) -> None:

@@ -133,15 +133,36 @@ def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], An
             "or pass --weights DIR)"
         )
     networks = [*PIPELINE_NETWORKS, *(n for n in backend.networks if n not in PIPELINE_NETWORKS)]
+    plans = plan_book(config, device, dtype)
     models = load_models(
-        weights_dir, dtype, device, torch_dtype(config.model.clip_dtype), networks=networks, report=report
+        weights_dir, dtype, device, torch_dtype(config.model.clip_dtype), networks=networks, report=report, plans=plans
     )
     report.seconds += imported  # the loader's clock starts after the imports above
     log.info("loaded %d networks in %.1f s (%s)", len(networks), report.seconds, report.summary())
     t = time.perf_counter()
     step = backend.from_models(models, config, device, config.runtime.engine)
     report.step_seconds = time.perf_counter() - t
-    return lambda job_config: Animator(models, job_config, step)
+    return lambda job_config: Animator(models, job_config, step, plans=plans)
+
+
+def plan_book(config: RunConfig, device, dtype) -> Any:
+    """The cuDNN plan book of this run's key (``runtime.plan_cache``, CUDA only; see
+    :mod:`personalive.device_plans`), or None."""
+    if not config.runtime.plan_cache or device.type != "cuda":
+        return None
+    from personalive.compile_cache import user_cache_dir
+    from personalive.device_plans import PlanBook, book_path, plan_key
+    from personalive.weights.configs import read_sizes
+    from personalive.weights.layout import WeightsLayout
+
+    try:
+        sizes = read_sizes(WeightsLayout(Path(config.model.weights_dir)))
+    except PersonaLiveError:  # loading names the problem
+        return None
+    key = plan_key(config, device, dtype, sizes)
+    # a compiled step or an engine must not run under the recording's dispatch mode: the pipeline's networks only
+    only = None if config.runtime.backend == "eager" else ("reference", "driving")
+    return PlanBook.load(book_path(user_cache_dir() / "plans", key), key, only)
 
 
 # ------------------------------------------------------------------------------------------ one job
@@ -174,6 +195,8 @@ def run_job(
         # 3. the keypoint-smoothing pass (when on), then stream: decode -> model input -> animate -> encode
         driving.prepare(animator, config, device, compare=job.compare is not None)
         run = _stream(job, config, animator, ref_state, ref_input, driving, device, overwrite, progress)
+    if getattr(animator, "plans", None) is not None:
+        animator.plans.save()  # what this job's first calls recorded, for the next process
     after = job_report.stage_times(animator)
     stages = {k: round(after[k] - before[k], 4) for k in after}
     timings = {"decode": round(run["decode"], 4), **stages, "encode": round(run["encode"], 4)}

@@ -26,6 +26,7 @@ draw 1 + i, (1, 4, W, h, w): the noise of window i's fresh latents. Draw 1 + i i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -43,6 +44,7 @@ from personalive.pipeline.window import WindowStep, tensor_sizes
 
 if TYPE_CHECKING:
     from personalive.config import RunConfig
+    from personalive.device_plans import PlanBook
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +107,20 @@ class Animator:
 
     ``models`` is a loaded model set (``personalive.weights.ModelSet``) holding at least
     :data:`PIPELINE_NETWORKS`; the pipeline runs on its ``device`` in its ``dtype``. ``overlap``: hand a window's
-    frames out after queueing the next window (None: on CUDA, where the GPU runs ahead of the host).
+    frames out after queueing the next window (None: on CUDA, where the GPU runs ahead of the host). ``plans``:
+    where the first reference fusion, driving preparation and window at each keyframe count record their cuDNN
+    plans' shapes, for the next process to replay while it loads (:mod:`personalive.device_plans`).
     """
 
-    def __init__(self, models: Any, config: RunConfig, step: WindowStep, overlap: bool | None = None) -> None:
-        self.models, self.config, self.step = models, config, step
+    def __init__(
+        self,
+        models: Any,
+        config: RunConfig,
+        step: WindowStep,
+        overlap: bool | None = None,
+        plans: PlanBook | None = None,
+    ) -> None:
+        self.models, self.config, self.step, self.plans = models, config, step, plans
         self.device, self.dtype = torch.device(models.device), models.dtype
         self.overlap = self.device.type == "cuda" if overlap is None else overlap
         self.gen = config.generation
@@ -122,6 +133,10 @@ class Animator:
     def keyframes_added(self) -> int:
         return self.stats.keyframes_added
 
+    def recording(self, label: str) -> contextlib.AbstractContextManager[None]:
+        """Record the block's planned calls under ``label`` (once per label and book; nothing without a book)."""
+        return self.plans.recording(label) if self.plans is not None else contextlib.nullcontext()
+
     # ------------------------------------------------------------------------------------------ reference
     def fuse_reference(self, image: torch.Tensor, face: torch.Tensor | None = None) -> ReferenceState:
         """(H, W, 3) uint8 square reference on any device -> its :class:`ReferenceState`.
@@ -132,7 +147,8 @@ class Animator:
         pixels = reference_pixels(image, self.gen.height, self.gen.width, self.device)
         if face is not None:
             pixels.face = face.to(self.device)
-        return fuse_reference(self.models, pixels, self.dtype, self.gen.min_face_box, self.step.project_reference)
+        with self.recording("reference"):
+            return fuse_reference(self.models, pixels, self.dtype, self.gen.min_face_box, self.step.project_reference)
 
     # ------------------------------------------------------------------------------------------ driving
     def animate(
@@ -162,7 +178,8 @@ class Animator:
         frames01 = conditioning.to_nchw(
             torch.stack([f.to(self.device, non_blocking=True) for f in chunk]), self.device
         )
-        out = prepare_driving(self.models, frames01, self.gen.height, self.gen.width, self.gen.min_face_box)
+        with self.recording("driving"):
+            out = prepare_driving(self.models, frames01, self.gen.height, self.gen.width, self.gen.min_face_box)
         self.stats.conditioning += time.perf_counter() - start
         return out
 
@@ -280,8 +297,13 @@ class _StreamState:
 
     def window(self, inputs: DrivingInputs, last: bool, total: int | None = None) -> _Frames:
         """Queue one window; its output frames (at most ``total`` over the stream) come back to hand out."""
-        animator, g = self.animator, self.gen
         self.decide_keyframe()
+        # each keyframe count gives the step's attention new shapes
+        with self.animator.recording(f"window:{self.bank.added}"):
+            return self._window(inputs, last, total)
+
+    def _window(self, inputs: DrivingInputs, last: bool, total: int | None) -> _Frames:
+        animator, g = self.animator, self.gen
         start = time.perf_counter()
         if self.index == 0:
             self._start(inputs)

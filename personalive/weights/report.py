@@ -3,9 +3,10 @@
 Phases (seconds; a network's phases add up to its share of the total):
 
 * ``device_init``: the device's context (CUDA's first call), so that it does not hide in the first network;
-* ``imports``: diffusers, transformers and the network modules;
-* ``warmup``: waiting, after the imports, for the thread that set up CUDA's libraries meanwhile
-  (:mod:`personalive.device_warmup`; normally nothing: it ends first); its own duration is ``warmup_seconds``;
+* ``imports``: diffusers, transformers and the network modules (on a helper thread on CUDA, while the main thread
+  warms the device up: :mod:`personalive.device_warmup`);
+* ``warmup``: the part of that warm-up (CUDA's libraries, the replayed cuDNN plans) that outlasted the imports
+  (normally nothing); its whole duration is ``warmup_seconds``, the plan calls replayed ``plans_replayed``;
 * ``build``: constructing the network with its parameters on the meta device (buffers real, on the device);
 * ``read``: the cheap archive check and ``torch.load(mmap=True)`` (no tensor bytes are read yet);
 * ``compare``: the strict key and shape comparison;
@@ -29,6 +30,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from personalive.device_warmup import DeviceWarmup
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,8 @@ class LoadReport:
     rss_end_gib: float | None = None
     peak_rss_gib: float | None = None
     step_seconds: float = 0.0  # the backend's window step built from the loaded networks (set by the job's loader)
-    warmup_seconds: float = 0.0  # the CUDA library warm-up thread's own time (beside the imports)
+    warmup_seconds: float = 0.0  # the device warm-up's own time (beside the imports)
+    plans_replayed: int = 0  # cuDNN plan calls replayed by the warm-up (personalive.device_plans)
 
     @contextmanager
     def phase(self, name: str, network: str | None = None) -> Iterator[None]:
@@ -80,6 +86,15 @@ class LoadReport:
             if network is not None:
                 own = self.networks.setdefault(network, {})
                 own[name] = own.get(name, 0.0) + seconds
+
+    def record_warmup(self, wall: float, warmup: DeviceWarmup) -> None:
+        """The imports and the device warm-up beside them took ``wall`` seconds (a ``DeviceWarmup`` after
+        ``beside``): the imports' share goes to ``imports``, what the warm-up took longer to ``warmup``."""
+        imports = min(wall, warmup.imports_seconds)
+        self.phases["imports"] += imports
+        self.phases["warmup"] += wall - imports
+        self.warmup_seconds = warmup.seconds
+        self.plans_replayed = warmup.replayed
 
     def start(self) -> float:
         self.rss_start_gib = current_rss_gib()
@@ -105,7 +120,8 @@ class LoadReport:
             "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
             "networks_s": {n: {k: round(v, 3) for k, v in p.items()} for n, p in self.networks.items()},
             "gib_copied": round(self.bytes_copied / 2**30, 3),
-            "warmup_thread_s": round(self.warmup_seconds, 3),
+            "warmup_s": round(self.warmup_seconds, 3),
+            "plans_replayed": self.plans_replayed,
             "rss_start_gib": gib(self.rss_start_gib),
             "rss_end_gib": gib(self.rss_end_gib),
             "peak_rss_gib": gib(self.peak_rss_gib),

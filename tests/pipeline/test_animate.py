@@ -182,3 +182,22 @@ def test_memory_does_not_grow_with_video_length():
     # 24 vs 64 frames: a leak of one (3, 64, 64) float frame per input frame would add 40 x 48 KiB
     short, long = peak(24), peak(64)
     assert long <= short + 256 * 1024, (short, long)
+
+
+def test_the_first_calls_are_recorded_per_keyframe_count_and_change_nothing():
+    """The plan book gets the reference fusion, the first driving preparation and the first window at each
+    keyframe count (each count gives the attention new shapes); the frames are those of a run without it."""
+    from personalive.device_plans import PlanBook
+
+    flicker = [f if i % 2 else 255 - f for i, f in enumerate(_frames(48))]
+    plain = _animator(keyframe_threshold=0.0)
+    expected = list(plain.animate(plain.fuse_reference(_reference()), iter(flicker)))
+    recorded = _animator(keyframe_threshold=0.0)
+    recorded.plans = book = PlanBook()
+    out = list(recorded.animate(recorded.fuse_reference(_reference()), iter(flicker)))
+    assert all(torch.equal(a, b) for a, b in zip(out, expected, strict=True))
+    assert list(book.groups) == ["reference", "driving", "window:0", "window:1", "window:2", "window:3"]
+    assert book.groups["reference"] and book.groups["window:0"]
+    # a call is kept once in the book, under the first label that made it
+    signatures = [str(call) for calls in book.groups.values() for call in calls]
+    assert len(signatures) == len(set(signatures))
