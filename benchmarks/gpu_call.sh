@@ -37,6 +37,9 @@
 #   V: (eighth session) upstream; U's package verified and timed beside eager; the loop's GPU time by stage (eager,
 #      aoti); the first reference and step profiled; the whole animate, eager and aoti.
 #   W: (eighth session) quiet: eager now against the code before (.gpu-base), alternating; aoti on 8 / 16 cores.
+#   X: (ninth session) upstream; the GPU tests of the warm-up and plan book; the whole eager animate, alternating: the
+#      code before (.gpu-base), now with a recorded plan book (the first run records it), now with runtime.plan_cache
+#      off (the weights' prefetch beside the imports alone).
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -407,6 +410,22 @@ W)  # eighth session, last call, quiet: the whole eager command alternating betw
     AOTI_TAG=-8cores-$i animate_package
     SAVED=$FG; FG=""; AOTI_TAG=-16cores-$i animate_package; FG=$SAVED
   done
+  ;;
+X)  # ninth session: the plan book and the prefetch beside the imports; quiet, upstream first
+  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  upstream
+  log "gpu tests"; timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
+    tests/test_device_plans.py > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
+  export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
+  animate ${CLIP_FRAMES:-300} 10s-record
+  for i in 1 2; do
+    [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
+    animate ${CLIP_FRAMES:-300} 10s-plans-$i
+    animate ${CLIP_FRAMES:-300} 10s-noplans-$i --set runtime.plan_cache=false
+  done
+  $PY -c "import json, glob; print(json.dumps({p: {g: len(c) for g, c in json.load(open(p))['groups'].items()}
+    for p in glob.glob('$PERSONALIVE_CACHE_DIR/plans/*.json')}))" > "$OUT/plan-books.json" 2>&1; cat "$OUT/plan-books.json"
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
