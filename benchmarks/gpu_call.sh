@@ -40,6 +40,9 @@
 #   X: (ninth session) upstream; the GPU tests of the warm-up and plan book; the whole eager animate, alternating: the
 #      code before (.gpu-base), now with a recorded plan book (the first run records it), now with runtime.plan_cache
 #      off (the weights' prefetch beside the imports alone).
+#   Y: (ninth session) upstream; a plan book recorded; then alternating the code before (.gpu-base) and variants of
+#      now, each a copy of the tree with its constants edited: no prefetch, no prefetch with a 0.2 ms switch
+#      interval beside the imports, one prefetch worker with that interval.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -426,6 +429,26 @@ X)  # ninth session: the plan book and the prefetch beside the imports; quiet, u
   done
   $PY -c "import json, glob; print(json.dumps({p: {g: len(c) for g, c in json.load(open(p))['groups'].items()}
     for p in glob.glob('$PERSONALIVE_CACHE_DIR/plans/*.json')}))" > "$OUT/plan-books.json" 2>&1; cat "$OUT/plan-books.json"
+  ;;
+Y)  # ninth session, after X: the interpreter lock beside the imports (prefetch workers, switch interval)
+  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  upstream
+  variant() {  # name prefetch-threads switch-interval: a copy of the tree with loading's two constants edited
+    rm -rf "/tmp/var-$1"; mkdir -p "/tmp/var-$1"; cp -r personalive benchmarks configs pyproject.toml "/tmp/var-$1/"
+    sed -i "s/^PREFETCH_THREADS = .*/PREFETCH_THREADS = $2/" "/tmp/var-$1/personalive/weights/load.py"
+    sed -i "s/^SWITCH_INTERVAL: float | None = .*/SWITCH_INTERVAL: float | None = $3/" "/tmp/var-$1/personalive/device_warmup.py"
+    grep -h "^PREFETCH_THREADS\|^SWITCH_INTERVAL" "/tmp/var-$1/personalive/weights/load.py" "/tmp/var-$1/personalive/device_warmup.py"
+  }
+  variant noprefetch 0 None; variant noprefetch-si 0 0.0002; variant prefetch1-si 1 0.0002
+  export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
+  animate ${CLIP_FRAMES:-300} 10s-record
+  for i in 1 2; do
+    [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
+    for v in noprefetch noprefetch-si prefetch1-si; do
+      (cd /tmp/var-$v && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-$v-$i)
+    done
+  done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -85,14 +85,27 @@ def _dtype(name: str) -> torch.dtype:
     return dtype
 
 
-def _decode(value: Any, device: torch.device) -> Any:
+def _extent(value: dict[str, Any]) -> int:
+    """Elements of storage a recorded tensor spans (its offset included)."""
+    shape, stride = value["t"], value["s"]
+    return value["o"] + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) + 1 if all(shape) else 0
+
+
+def _tensors(value: Any) -> Iterator[dict[str, Any]]:
     if isinstance(value, list):
-        return [_decode(v, device) for v in value]
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict) and "t" in value:
+        yield value
+
+
+def _decode(value: Any, scratch: dict[str, torch.Tensor]) -> Any:
+    """The argument a recorded value stands for; a tensor is a view of ``scratch`` (one uninitialised buffer per
+    dtype, so each costs one call, not an allocation: the inputs of one call may overlap, which a plan ignores)."""
+    if isinstance(value, list):
+        return [_decode(v, scratch) for v in value]
     if isinstance(value, dict) and "t" in value:
-        shape, stride, offset = value["t"], value["s"], value["o"]
-        extent = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) + 1 if all(shape) else 0
-        storage = torch.empty(extent, dtype=_dtype(value["d"]), device=device)
-        return storage.as_strided(shape, stride, offset)
+        return scratch[value["d"]].as_strided(value["t"], value["s"], value["o"])
     if isinstance(value, dict) and "dtype" in value:
         return _dtype(value["dtype"])
     return value
@@ -200,14 +213,20 @@ def replay(book: PlanBook, device: torch.device) -> tuple[int, str | None]:
     """Call every recorded operator once on uninitialised tensors on ``device`` (on this thread, whose plan
     caches the networks will use); returns (calls made, the error that stopped it or None)."""
     done = 0
+    calls = [call for group in book.groups.values() for call in group]
     with torch.inference_mode():
         try:
-            for calls in book.groups.values():
-                for call in calls:
-                    args = _decode(call["args"], device)
-                    kwargs = {k: _decode(v, device) for k, v in call["kwargs"].items()}
-                    _operator(call["op"])(*args, **kwargs)
-                    done += 1
+            sizes: dict[str, int] = {}
+            for call in calls:
+                for tensor in _tensors([call["args"], list(call["kwargs"].values())]):
+                    sizes[tensor["d"]] = max(sizes.get(tensor["d"], 0), _extent(tensor))
+            # 256-byte aligned, as the caching allocator's blocks are: a recorded offset keeps its alignment
+            scratch = {name: torch.empty(n, dtype=_dtype(name), device=device) for name, n in sizes.items()}
+            for call in calls:
+                args = _decode(call["args"], scratch)
+                kwargs = {k: _decode(v, scratch) for k, v in call["kwargs"].items()}
+                _operator(call["op"])(*args, **kwargs)
+                done += 1
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         except Exception as exc:  # noqa: BLE001 - a stale or foreign book only loses its warm-up

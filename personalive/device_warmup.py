@@ -22,6 +22,7 @@ ignored (the networks report any real problem); an import error is raised on the
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,10 @@ import torch.nn.functional as F
 from personalive.device_plans import PlanBook, replay
 
 logger = logging.getLogger(__name__)
+
+# the interpreter's switch interval while the imports run beside the warm-up (None: Python's 5 ms). The warm-up's
+# calls release the lock in C++ and then wait for the importing thread to give it back: up to one interval each
+SWITCH_INTERVAL: float | None = None
 
 
 class DeviceWarmup:
@@ -78,11 +83,17 @@ class DeviceWarmup:
             self.imports_seconds = time.perf_counter() - started
 
         thread = threading.Thread(target=run_imports, name="imports", daemon=True)
-        thread.start()
-        self._warm()
-        started = time.perf_counter()
-        thread.join()
-        self.waited = time.perf_counter() - started
+        interval = sys.getswitchinterval()
+        if SWITCH_INTERVAL is not None:
+            sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            thread.start()
+            self._warm()
+            started = time.perf_counter()
+            thread.join()
+            self.waited = time.perf_counter() - started
+        finally:
+            sys.setswitchinterval(interval)
         if failure:
             raise failure[0]
 

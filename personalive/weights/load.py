@@ -38,6 +38,11 @@ from personalive.weights.report import LoadReport
 
 logger = logging.getLogger(__name__)
 
+# workers copying the files to the device during the imports (0: the files are read and copied after them, by
+# ``threads`` threads). Beside the imports, every Python-level step of a worker competes for the interpreter lock
+# with the importing thread (see personalive.device_warmup)
+PREFETCH_THREADS = 1
+
 
 @dataclass
 class ModelSet:
@@ -250,19 +255,22 @@ def _load_network(
     dtype: torch.dtype,
     report: LoadReport,
     threads: int,
-    prefetch: Prefetch,
+    prefetch: Prefetch | None,
 ) -> tuple[nn.Module | None, list[str]]:
     """One network built without initialisation and loaded strictly (see :mod:`.materialize`): (module, problems).
-    Its tensors come from ``prefetch`` (already on the device, unless a dtype differs)."""
+    Its tensors come from ``prefetch`` (already on the device, unless a dtype differs), else from its files now."""
     source = config_file(name, layout, sizes)
     with report.phase("build", name):
         module = build_empty(lambda: build_network(name, sizes, source), device, dtype)
     files = layout.network_files(name)
     with report.phase("read", name):
-        state, origin, prefetched = prefetch.result(name)
-        report.bytes_copied += prefetched
-        state = _fixups(name)(state)  # renames (older library versions' keys); a renamed key's file is the only one
-        origin = {key: origin.get(key, files[0]) for key in state}
+        if prefetch is not None:
+            state, origin, prefetched = prefetch.result(name)
+            report.bytes_copied += prefetched
+            state = _fixups(name)(state)  # renames (older versions' keys); a renamed key's file is the only one
+            origin = {key: origin.get(key, files[0]) for key in state}
+        else:
+            state, origin = _read_network_state(name, layout)
         pages = MappedPages(files)
     with report.phase("compare", name):
         found = compare_state(_expected_shapes(module), state, origin, files)
@@ -271,7 +279,7 @@ def _load_network(
     with report.phase("copy", name):
         # from the memory-mapped files straight into new device tensors (cast on the way, as .to(dtype) would);
         # each tensor's file pages are given back once copied
-        report.bytes_copied += assign_state(module, state, device, pages, threads, prefetched=True)
+        report.bytes_copied += assign_state(module, state, device, pages, threads, prefetched=prefetch is not None)
         del state
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -323,10 +331,10 @@ def load_models(
         _init_device(device)
     # the weights go to the device on worker threads, and the network code (diffusers, transformers) is imported
     # on another, while this thread warms the device up: the three overlap the ~5 s of imports
-    prefetch = Prefetch(threads)
+    prefetch = Prefetch(PREFETCH_THREADS) if PREFETCH_THREADS else None
     try:
         # the largest first: the denoising UNet's copy is the longest
-        for name in sorted(names, key=lambda n: -sum(f.stat().st_size for f in layout.network_files(n))):
+        for name in [] if prefetch is None else sorted(names, key=lambda n: -sum(f.stat().st_size for f in layout.network_files(n))):
             read = functools.partial(_read_network_state, name, layout, fixups=False)
             net_dtype = clip_dtype if name == "image_encoder" else dtype
             prefetch.start(name, read, layout.network_files(name), device, net_dtype)
@@ -347,7 +355,8 @@ def load_models(
             if module is not None:
                 loaded[name] = module
     finally:
-        prefetch.close()
+        if prefetch is not None:
+            prefetch.close()
     if problems:
         raise WeightsError(summarize_problems(layout.root, problems))
     report.finish(started)
