@@ -1,0 +1,90 @@
+"""How long a plan book's replay takes, alone (after the imports) and beside the imports, in a fresh process:
+
+    python -m benchmarks.replay_probe --book FILE.json --out FILE.json --mode alone|beside [--switch SECONDS]
+
+``alone``: the network code imported first (timed), then every recorded call made once, each synchronised and
+timed (summed by operator), then the whole book again (every plan now cached: what is left is the calls' own
+cost). ``beside``: :class:`personalive.device_warmup.DeviceWarmup` as loading runs it (the imports on a helper
+thread), with Python's switch interval set to ``--switch`` while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--book", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--mode", choices=("alone", "beside"), required=True)
+    p.add_argument("--switch", type=float, default=None)
+    p.add_argument("--device", default="cuda")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    import torch
+
+    from personalive import device_plans, device_warmup
+    from personalive.device_plans import PlanBook
+    from personalive.weights.layout import NETWORKS
+    from personalive.weights.load import _import_networks
+
+    device = torch.device(args.device)
+    torch.empty(0, device=device)
+    data = json.loads(args.book.read_text())
+    book = PlanBook(None, data["key"])
+    book.groups = data["groups"]
+    row: dict = {"mode": args.mode, "switch": args.switch, "calls": len(book), "torch_and_context_s": 0.0}
+    row["torch_and_context_s"] = round(time.perf_counter() - t0, 2)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if args.mode == "beside":
+        device_warmup.SWITCH_INTERVAL = args.switch
+        warmup = device_warmup.DeviceWarmup(device, (torch.float16, torch.float32), book)
+        started = time.perf_counter()
+        warmup.beside(lambda: _import_networks(list(NETWORKS)))
+        row |= {
+            "wall_s": round(time.perf_counter() - started, 3),
+            "imports_s": round(warmup.imports_seconds, 3),
+            "warmup_s": round(warmup.seconds, 3),
+            "replayed": warmup.replayed,
+            "error": warmup.error,
+        }
+    else:
+        started = time.perf_counter()
+        _import_networks(list(NETWORKS))
+        row["imports_s"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        device_warmup.warm_libraries(device, (torch.float16, torch.float32))
+        row["libraries_s"] = round(time.perf_counter() - started, 3)
+        calls = [c for group in book.groups.values() for c in group]
+        sizes: dict[str, int] = {}
+        for call in calls:
+            for t in device_plans._tensors([call["args"], list(call["kwargs"].values())]):
+                sizes[t["d"]] = max(sizes.get(t["d"], 0), device_plans._extent(t))
+        scratch = {n: torch.empty(k, dtype=device_plans._dtype(n), device=device) for n, k in sizes.items()}
+        by_op: dict[str, list[float]] = {}
+        with torch.inference_mode():
+            for rnd in ("first", "second"):
+                started = time.perf_counter()
+                for call in calls:
+                    one = time.perf_counter()
+                    a = device_plans._decode(call["args"], scratch)
+                    kw = {k: device_plans._decode(v, scratch) for k, v in call["kwargs"].items()}
+                    device_plans._operator(call["op"])(*a, **kw)
+                    sync()
+                    if rnd == "first":
+                        by_op.setdefault(call["op"], []).append(time.perf_counter() - one)
+                row[f"replay_{rnd}_s"] = round(time.perf_counter() - started, 3)
+        row["first_by_op"] = {
+            op: {"calls": len(v), "total_s": round(sum(v), 3), "max_ms": round(max(v) * 1e3, 1)}
+            for op, v in sorted(by_op.items(), key=lambda kv: -sum(kv[1]))
+        }
+    print(json.dumps(row))
+    args.out.write_text(json.dumps(row, indent=1))
+
+
+if __name__ == "__main__":
+    main()
