@@ -42,7 +42,8 @@
 #      off (the weights' prefetch beside the imports alone).
 #   Y: (ninth session) upstream; a plan book recorded; then alternating the code before (.gpu-base) and variants of
 #      now, each a copy of the tree with its constants edited: no prefetch, no prefetch with a 0.2 ms switch
-#      interval beside the imports, one prefetch worker with that interval.
+#      interval beside the imports, one prefetch worker with that interval (ran at 38c3147: the prefetch was removed
+#      after this call, having paid nothing).
 #   Z: (ninth session) upstream; a plan book recorded by a whole animate; its replay alone after the imports (each
 #      call timed) and beside the imports at three switch intervals, each in a fresh process (replay_probe).
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.

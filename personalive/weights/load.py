@@ -13,7 +13,6 @@ files are collected into one error.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -33,15 +32,10 @@ from personalive.weights import projections
 from personalive.weights.configs import FIX, read_sizes
 from personalive.weights.integrity import check_archive_structure, check_finite, content_hash
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
-from personalive.weights.materialize import MappedPages, Prefetch, assign_state, build_empty
+from personalive.weights.materialize import MappedPages, assign_state, build_empty
 from personalive.weights.report import LoadReport
 
 logger = logging.getLogger(__name__)
-
-# workers copying the files to the device during the imports (0: the files are read and copied after them, by
-# ``threads`` threads). Beside the imports, every Python-level step of a worker competes for the interpreter lock
-# with the importing thread (see personalive.device_warmup)
-PREFETCH_THREADS = 1
 
 
 @dataclass
@@ -171,16 +165,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_network_state(
-    name: str, layout: WeightsLayout, fixups: bool = True
-) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
-    """(state dict, key -> file it came from); the denoising UNet's two files are merged. ``fixups`` False: the
-    keys as written (the conversions live with the network code, which may not be imported yet)."""
+def _read_network_state(name: str, layout: WeightsLayout) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    """(state dict, key -> file it came from); the denoising UNet's two files are merged."""
     state: dict[str, torch.Tensor] = {}
     origin: dict[str, Path] = {}
     for path in layout.network_files(name):
-        part = read_state_dict(path)
-        part = _fixups(name)(part) if fixups else part
+        part = _fixups(name)(read_state_dict(path))
         for key in part:
             if key in state:
                 raise WeightsError(f"{path}: key {key} also in {origin[key].name}; each key must be in one file")
@@ -255,22 +245,14 @@ def _load_network(
     dtype: torch.dtype,
     report: LoadReport,
     threads: int,
-    prefetch: Prefetch | None,
 ) -> tuple[nn.Module | None, list[str]]:
-    """One network built without initialisation and loaded strictly (see :mod:`.materialize`): (module, problems).
-    Its tensors come from ``prefetch`` (already on the device, unless a dtype differs), else from its files now."""
+    """One network built without initialisation and loaded strictly (see :mod:`.materialize`): (module, problems)."""
     source = config_file(name, layout, sizes)
     with report.phase("build", name):
         module = build_empty(lambda: build_network(name, sizes, source), device, dtype)
     files = layout.network_files(name)
     with report.phase("read", name):
-        if prefetch is not None:
-            state, origin, prefetched = prefetch.result(name)
-            report.bytes_copied += prefetched
-            state = _fixups(name)(state)  # renames (older versions' keys); a renamed key's file is the only one
-            origin = {key: origin.get(key, files[0]) for key in state}
-        else:
-            state, origin = _read_network_state(name, layout)
+        state, origin = _read_network_state(name, layout)
         pages = MappedPages(files)
     with report.phase("compare", name):
         found = compare_state(_expected_shapes(module), state, origin, files)
@@ -279,7 +261,7 @@ def _load_network(
     with report.phase("copy", name):
         # from the memory-mapped files straight into new device tensors (cast on the way, as .to(dtype) would);
         # each tensor's file pages are given back once copied
-        report.bytes_copied += assign_state(module, state, device, pages, threads, prefetched=prefetch is not None)
+        report.bytes_copied += assign_state(module, state, device, pages, threads)
         del state
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -329,34 +311,23 @@ def load_models(
     threads = threads or default_threads(device)
     with report.phase("device_init"):
         _init_device(device)
-    # the weights go to the device on worker threads, and the network code (diffusers, transformers) is imported
-    # on another, while this thread warms the device up: the three overlap the ~5 s of imports
-    prefetch = Prefetch(PREFETCH_THREADS) if PREFETCH_THREADS else None
-    try:
-        # the largest first: the denoising UNet's copy is the longest
-        for name in [] if prefetch is None else sorted(names, key=lambda n: -sum(f.stat().st_size for f in layout.network_files(n))):
-            read = functools.partial(_read_network_state, name, layout, fixups=False)
-            net_dtype = clip_dtype if name == "image_encoder" else dtype
-            prefetch.start(name, read, layout.network_files(name), device, net_dtype)
-        warmup = DeviceWarmup(device, (dtype, clip_dtype), plans)
-        imported = names + (["denoising_unet"] if projections.NAME in networks else [])
-        started_imports = time.perf_counter()
-        warmup.beside(lambda: _import_networks(imported))
-        report.record_warmup(time.perf_counter() - started_imports, warmup)
-        loaded: dict[str, nn.Module] = {}
-        problems: list[str] = []
-        if projections.NAME in networks and "denoising_unet" not in networks:
-            with report.phase("copy", projections.NAME):
-                problems += _load_projections(layout, sizes, device, dtype, loaded)
-        for name in names:
-            net_dtype = clip_dtype if name == "image_encoder" else dtype
-            module, found = _load_network(name, layout, sizes, device, net_dtype, report, threads, prefetch)
-            problems += found
-            if module is not None:
-                loaded[name] = module
-    finally:
-        if prefetch is not None:
-            prefetch.close()
+    # the network code (diffusers, transformers) is imported on a thread while this thread warms the device up
+    warmup = DeviceWarmup(device, (dtype, clip_dtype), plans)
+    imported = names + (["denoising_unet"] if projections.NAME in networks else [])
+    started_imports = time.perf_counter()
+    warmup.beside(lambda: _import_networks(imported))
+    report.record_warmup(time.perf_counter() - started_imports, warmup)
+    loaded: dict[str, nn.Module] = {}
+    problems: list[str] = []
+    if projections.NAME in networks and "denoising_unet" not in networks:
+        with report.phase("copy", projections.NAME):
+            problems += _load_projections(layout, sizes, device, dtype, loaded)
+    for name in names:
+        net_dtype = clip_dtype if name == "image_encoder" else dtype
+        module, found = _load_network(name, layout, sizes, device, net_dtype, report, threads)
+        problems += found
+        if module is not None:
+            loaded[name] = module
     if problems:
         raise WeightsError(summarize_problems(layout.root, problems))
     report.finish(started)

@@ -22,7 +22,7 @@ import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -144,28 +144,16 @@ def copy_to(source: torch.Tensor, like: torch.Tensor, device: torch.device) -> t
 
 
 def assign_state(
-    module: nn.Module,
-    state: dict[str, torch.Tensor],
-    device: torch.device,
-    pages: MappedPages,
-    threads: int,
-    prefetched: bool = False,
+    module: nn.Module, state: dict[str, torch.Tensor], device: torch.device, pages: MappedPages, threads: int
 ) -> int:
     """Load ``state`` (keys and shapes already compared, strictly) into ``module`` built by :func:`build_empty`:
     every tensor copied to ``device`` in the dtype the module holds for that key, by ``threads`` threads (copies
-    release the GIL), its file pages given back, then assigned. ``prefetched``: ``state`` comes from
-    :class:`Prefetch`, its tensors already on the device: each is taken as it is where its dtype is the module's.
-    Returns the bytes copied here."""
+    release the GIL), its file pages given back, then assigned. Returns the bytes copied."""
     targets = module.state_dict()
-    copied = 0
 
     def one(key: str) -> torch.Tensor:
-        nonlocal copied
-        if prefetched and state[key].dtype == targets[key].dtype:
-            return state[key]
         loaded = copy_to(state[key], targets[key], device)
         pages.release(state[key])
-        copied += loaded.numel() * loaded.element_size()
         return loaded
 
     keys = list(targets)
@@ -176,57 +164,7 @@ def assign_state(
         loaded = {key: one(key) for key in keys}
     module.load_state_dict(loaded, strict=True, assign=True)
     check_materialized(module, {k: (v.dtype, device) for k, v in targets.items()}, device)
-    return copied
-
-
-class Prefetch:
-    """Networks' tensors copied from their memory-mapped files to the device on worker threads, before the
-    networks exist: loading starts this, then imports the network code (~5 s on the GPU machine, which the copies
-    now overlap), then builds each network and takes its tensors from :meth:`result`.
-
-    A tensor is made as :func:`copy_to` would make it for its parameter: floating point in the network's dtype
-    (cast on the device), other types kept, contiguous; its file pages are given back once copied. Each network is
-    copied by one worker (networks in parallel, ``threads`` at a time). What a worker raised (a damaged file) is
-    raised by :meth:`result`, where loading would have read that file.
-    """
-
-    def __init__(self, threads: int) -> None:
-        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="prefetch")
-        self.futures: dict[str, Future] = {}
-
-    def start(
-        self,
-        name: str,
-        read: Callable[[], tuple[dict[str, torch.Tensor], dict[str, Path]]],
-        files: list[Path],
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
-        self.futures[name] = self.pool.submit(self._network, read, files, device, dtype)
-
-    def _network(self, read, files, device, dtype):  # noqa: ANN001, ANN202 - see start
-        state, origin = read()
-        pages = MappedPages(files)
-        copied, nbytes = {}, 0
-        for key, tensor in state.items():
-            target = dtype if tensor.is_floating_point() else tensor.dtype
-            copied[key] = copy_to(tensor, torch.empty(tensor.shape, dtype=target, device="meta"), device)
-            pages.release(tensor)
-            nbytes += copied[key].numel() * copied[key].element_size()
-        del state
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return copied, origin, nbytes
-
-    def result(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Path], int]:
-        """(the network's tensors on the device, key -> file, bytes copied), waiting for them; re-raises the
-        worker's error."""
-        return self.futures.pop(name).result()
-
-    def close(self) -> None:
-        for future in self.futures.values():
-            future.cancel()
-        self.pool.shutdown(wait=True)
+    return sum(t.numel() * t.element_size() for t in loaded.values())
 
 
 def check_materialized(

@@ -12,7 +12,6 @@ from personalive.weights import NETWORKS, WeightsLayout, build_network, load_mod
 from personalive.weights.load import _read_network_state
 from personalive.weights.materialize import (
     MappedPages,
-    Prefetch,
     assign_state,
     build_empty,
     check_materialized,
@@ -112,41 +111,6 @@ def test_assign_state_casts_as_load_state_dict_and_keeps_integer_buffers(tmp_pat
     assert torch.equal(module[0].weight, source[0].weight.detach().to(torch.bfloat16))
     assert int(module[1].num_batches_tracked) == 7
     assert copied == sum(t.numel() * t.element_size() for t in module.state_dict().values())
-
-
-def test_prefetched_tensors_are_what_assign_state_makes_and_are_taken_as_they_are(tmp_path):
-    """The prefetch (before the network exists) casts floating point to the network's dtype and keeps integers,
-    so assigning takes its tensors without another copy; they are new tensors, not views of the file."""
-    source = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    source[1].num_batches_tracked.fill_(7)
-    path = tmp_path / "net.pth"
-    torch.save(source.state_dict(), path)
-    prefetch = Prefetch(threads=2)
-    prefetch.start("net", lambda: (torch.load(path, mmap=True, weights_only=True), {}), [path], torch.device("cpu"),
-                   torch.bfloat16)  # fmt: skip
-    state, _, nbytes = prefetch.result("net")
-    prefetch.close()
-    module = build_empty(
-        lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), torch.device("cpu"), torch.bfloat16
-    )
-    copied = assign_state(module, state, torch.device("cpu"), MappedPages([path]), threads=1, prefetched=True)
-    assert copied == 0 and module[0].weight.data_ptr() == state["0.weight"].data_ptr()
-    assert torch.equal(module[0].weight, source[0].weight.detach().to(torch.bfloat16))
-    assert module[1].num_batches_tracked.dtype == torch.int64 and int(module[1].num_batches_tracked) == 7
-    assert nbytes == sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    path.write_bytes(b"\0" * path.stat().st_size)  # the file's bytes are no longer what the network holds
-    assert torch.equal(module[0].weight, source[0].weight.detach().to(torch.bfloat16))
-
-
-def test_a_prefetch_error_is_raised_where_the_network_is_taken():
-    def damaged():
-        raise OSError("truncated")
-
-    prefetch = Prefetch(threads=1)
-    prefetch.start("net", damaged, [], torch.device("cpu"), torch.float32)
-    with pytest.raises(OSError, match="truncated"):
-        prefetch.result("net")
-    prefetch.close()
 
 
 def test_released_pages_leave_the_resident_set_and_the_values_intact(tmp_path):
