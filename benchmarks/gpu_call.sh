@@ -44,8 +44,9 @@
 #      now, each a copy of the tree with its constants edited: no prefetch, no prefetch with a 0.2 ms switch
 #      interval beside the imports, one prefetch worker with that interval (ran at 38c3147: the prefetch was removed
 #      after this call, having paid nothing).
-#   Z: (ninth session) upstream; a plan book recorded by a whole animate; its replay alone after the imports (each
-#      call timed) and beside the imports at three switch intervals, each in a fresh process (replay_probe).
+#   Z: (ninth session) upstream; the GPU tests of the plan book; a book recorded by a whole animate; its replay
+#      (TorchScript) beside the imports; the whole eager animate, the code before against now; the replay alone,
+#      and from Python beside the imports and alone (replay_probe, fresh processes).
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -453,21 +454,26 @@ Y)  # ninth session, after X: the interpreter lock beside the imports (prefetch 
     done
   done
   ;;
-Z)  # ninth session, after Y: is the replay slow by itself, or only beside the imports?
+Z)  # ninth session, after Y: the replay as one TorchScript call (no interpreter lock) beside the imports
   SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
   log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
   upstream
+  log "gpu tests"; timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
+    tests/test_device_plans.py > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
   export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
   animate ${CLIP_FRAMES:-300} 10s-record
   BOOK=$(ls $PERSONALIVE_CACHE_DIR/plans/*.json 2>/dev/null | head -n 1)
   [ -n "$BOOK" ] || { echo "no plan book recorded"; exit 1; }; cp "$BOOK" "$OUT/plan-book.json"
   probe() { log "replay probe $*"; $FG timeout 120 $PY -m benchmarks.replay_probe --book "$BOOK" --device $DEVICE "$@" \
     2>&1 | grep -v Warning | cut -c1-900 | tail -n 2; }
-  probe --mode alone --out "$OUT/replay-alone.json"
-  probe --mode beside --out "$OUT/replay-beside-5ms.json"
-  probe --mode beside --switch 0.0002 --out "$OUT/replay-beside-0.2ms.json"
-  probe --mode alone --out "$OUT/replay-alone-2.json"
-  probe --mode beside --switch 0.00005 --out "$OUT/replay-beside-0.05ms.json"
+  probe --mode beside --out "$OUT/replay-beside-script.json"
+  for i in 1 2; do
+    [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
+    animate ${CLIP_FRAMES:-300} 10s-plans-$i
+  done
+  probe --mode alone --out "$OUT/replay-alone-script.json"
+  probe --mode beside --python --out "$OUT/replay-beside-python.json"
+  probe --mode alone --python --out "$OUT/replay-alone-python.json"
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

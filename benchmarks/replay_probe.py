@@ -1,11 +1,13 @@
 """How long a plan book's replay takes, alone (after the imports) and beside the imports, in a fresh process:
 
-    python -m benchmarks.replay_probe --book FILE.json --out FILE.json --mode alone|beside [--switch SECONDS]
+    python -m benchmarks.replay_probe --book FILE.json --out FILE.json --mode alone|beside|per-op [--python]
+        [--switch SECONDS]
 
-``alone``: the network code imported first (timed), then every recorded call made once, each synchronised and
-timed (summed by operator), then the whole book again (every plan now cached: what is left is the calls' own
-cost). ``beside``: :class:`personalive.device_warmup.DeviceWarmup` as loading runs it (the imports on a helper
-thread), with Python's switch interval set to ``--switch`` while it runs.
+``alone``: the network code imported first (timed), then ``device_plans.replay`` twice (the second pass finds
+every plan cached: what is left is the calls' own cost). ``beside``: :class:`personalive.device_warmup.DeviceWarmup`
+as loading runs it (the imports on a helper thread), Python's switch interval set to ``--switch`` while it runs.
+``--python``: the replay from Python, not as one TorchScript call. ``per-op``: after the imports, every call from
+Python, each synchronised and timed, summed by operator.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--book", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--mode", choices=("alone", "beside"), required=True)
+    p.add_argument("--mode", choices=("alone", "beside", "per-op"), required=True)
+    p.add_argument("--python", action="store_true")
     p.add_argument("--switch", type=float, default=None)
     p.add_argument("--device", default="cuda")
     args = p.parse_args()
@@ -37,9 +40,11 @@ def main() -> None:
     data = json.loads(args.book.read_text())
     book = PlanBook(None, data["key"])
     book.groups = data["groups"]
-    row: dict = {"mode": args.mode, "switch": args.switch, "calls": len(book), "torch_and_context_s": 0.0}
+    row: dict = {"mode": args.mode, "python": args.python, "switch": args.switch, "calls": len(book)}
     row["torch_and_context_s"] = round(time.perf_counter() - t0, 2)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if args.python:
+        device_warmup.replay = lambda book, device: device_plans.replay(book, device, script=False)
     if args.mode == "beside":
         device_warmup.SWITCH_INTERVAL = args.switch
         warmup = device_warmup.DeviceWarmup(device, (torch.float16, torch.float32), book)
@@ -59,6 +64,12 @@ def main() -> None:
         started = time.perf_counter()
         device_warmup.warm_libraries(device, (torch.float16, torch.float32))
         row["libraries_s"] = round(time.perf_counter() - started, 3)
+    if args.mode == "alone":
+        for rnd in ("first", "second"):
+            started = time.perf_counter()
+            row[f"replay_{rnd}"] = device_plans.replay(book, device, script=not args.python)
+            row[f"replay_{rnd}_s"] = round(time.perf_counter() - started, 3)
+    if args.mode == "per-op":
         calls = [c for group in book.groups.values() for c in group]
         sizes: dict[str, int] = {}
         for call in calls:

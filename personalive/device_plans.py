@@ -209,9 +209,11 @@ class PlanBook:
             logger.debug("plan book %s not written: %s", self.path, exc)
 
 
-def replay(book: PlanBook, device: torch.device) -> tuple[int, str | None]:
+def replay(book: PlanBook, device: torch.device, script: bool = True) -> tuple[int, str | None]:
     """Call every recorded operator once on uninitialised tensors on ``device`` (on this thread, whose plan
-    caches the networks will use); returns (calls made, the error that stopped it or None)."""
+    caches the networks will use); returns (calls made, the error that stopped it or None). ``script``: the calls
+    it can make run as one TorchScript call, without the interpreter lock (:mod:`.device_plans_script`); the rest
+    from Python."""
     done = 0
     calls = [call for group in book.groups.values() for call in group]
     with torch.inference_mode():
@@ -222,6 +224,19 @@ def replay(book: PlanBook, device: torch.device) -> tuple[int, str | None]:
                     sizes[tensor["d"]] = max(sizes.get(tensor["d"], 0), _extent(tensor))
             # 256-byte aligned, as the caching allocator's blocks are: a recorded offset keeps its alignment
             scratch = {name: torch.empty(n, dtype=_dtype(name), device=device) for name, n in sizes.items()}
+            if script:
+                try:
+                    from personalive.device_plans_script import replay_script, script_calls
+                except Exception as exc:  # noqa: BLE001 - TorchScript gone from this torch: the Python path
+                    logger.debug("plan replay from Python: %s", exc)
+                    script = False
+            if script:
+                names = sorted(scratch)
+                arguments, calls = script_calls(calls, names, _operator)
+                # no optimisation pass: the calls' outputs are only measured, and each runs once anyway
+                with torch.jit.optimized_execution(False):
+                    replay_script([scratch[name] for name in names], *arguments)
+                done += len(arguments[0])
             for call in calls:
                 args = _decode(call["args"], scratch)
                 kwargs = {k: _decode(v, scratch) for k, v in call["kwargs"].items()}

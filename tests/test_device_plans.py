@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,8 +82,8 @@ def test_only_the_named_labels_are_recorded():
 
 
 def test_the_replay_repeats_the_recorded_calls_exactly():
-    """A second recorder around the replay sees the same operators with the same shapes, strides, storage offsets
-    and dtypes, in the same order."""
+    """A second recorder around the (Python) replay sees the same operators with the same shapes, strides, storage
+    offsets and dtypes, in the same order."""
     torch.manual_seed(0)
     book = PlanBook()
     _record(_Block(), torch.randn(2, 4, 16, 16), book)
@@ -93,7 +94,7 @@ def test_the_replay_repeats_the_recorded_calls_exactly():
     again = _Recorder()
     generator = torch.get_rng_state()
     with again:
-        done, error = replay(book, torch.device("cpu"))
+        done, error = replay(book, torch.device("cpu"), script=False)
     assert error is None and done == len(book) == len(again.calls)
     assert again.calls == [c for calls in book.groups.values() for c in calls]
     assert book.groups["driving"][0]["args"][0]["o"] == 800
@@ -105,8 +106,10 @@ def test_a_stale_book_stops_quietly():
     book.groups["reference"] = [
         {"op": "aten.mm.default", "args": [{"t": [2, 3], "s": [3, 1], "o": 0, "d": "torch.float32"}] * 2, "kwargs": {}}
     ]
-    done, error = replay(book, torch.device("cpu"))
+    done, error = replay(book, torch.device("cpu"), script=False)
     assert done == 0 and "mat1 and mat2 shapes cannot be multiplied" in error
+    done, error = replay(book, torch.device("cpu"))
+    assert done == 0 and error
 
 
 def test_a_book_is_saved_and_loaded_by_its_key(tmp_path):
@@ -141,3 +144,36 @@ def test_the_key_names_what_the_shapes_depend_on():
     other = plan_key(config, torch.device("cpu"), torch.float16, {"unet": [320, 640]})
     assert key["generation"] != other["generation"] and key["dtype"] == "torch.float16"
     assert plan_key(RunConfig(), torch.device("cpu"), torch.float16, {"unet": [320, 1280]})["sizes"] != key["sizes"]
+
+
+def test_the_script_replay_makes_the_same_calls_as_the_python_one():
+    """The replay's TorchScript path (no interpreter lock while it runs) calls the same operators on the same
+    layouts as the Python path; composite convolutions come back as the convolution they are."""
+    for mode in (torch.inference_mode, torch.no_grad):
+        book = PlanBook()
+        with mode(), book.recording("reference"):
+            _Block()(torch.randn(2, 4, 16, 16))
+        seen = {}
+        for script in (False, True):
+            recorder = _Recorder()
+            with recorder:
+                assert replay(book, torch.device("cpu"), script=script) == (len(book), None)
+            ops = [c["op"].replace("aten.conv2d.", "aten.convolution.") for c in recorder.calls]
+            seen[script] = sorted(zip(ops, (json.dumps(c["args"][:2]) for c in recorder.calls), strict=True))
+        assert seen[True] == seen[False] and len(seen[True]) == len(book)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's attention and convolutions need a CUDA device")
+def test_the_script_replay_on_cuda_repeats_the_recorded_calls():
+    device = torch.device("cuda")
+    block = _Block().to(device, torch.float16)
+    for mode in (torch.inference_mode, torch.no_grad):
+        book = PlanBook()
+        with mode(), book.recording("reference"):
+            block(torch.randn(2, 4, 16, 16, device=device, dtype=torch.float16))
+        recorder = _Recorder()
+        with recorder:
+            assert replay(book, device) == (len(book), None)
+        ops = {c["op"].replace("aten.conv2d.", "aten.convolution.") for c in recorder.calls}
+        assert ops == {c["op"].replace("aten.conv2d.", "aten.convolution.") for c in book.groups["reference"]}
