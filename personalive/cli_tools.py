@@ -46,11 +46,13 @@ def weights_init_random(
 
 
 def info() -> None:
-    """Print versions (python, torch, diffusers, transformers, av, onnx, tensorrt), the CUDA devices and the
-    folder of --backend compile's compilation cache."""
+    """Print versions (python, torch, diffusers, transformers, av, onnx, tensorrt), the CUDA devices, the folder
+    of --backend compile's compilation cache and that of the cuDNN plan books (runtime.plan_cache)."""
     from personalive import environment
     from personalive.compile_cache import describe_compile_cache
+    from personalive.device_plans import describe_plan_cache
 
     for line in environment.describe():
         typer.echo(line)
     typer.echo(f"compile cache {describe_compile_cache()}")
+    typer.echo(f"plan cache {describe_plan_cache()}")

@@ -270,5 +270,18 @@ def plan_key(config: Any, device: torch.device, dtype: torch.dtype, sizes: Any) 
     return key
 
 
+def plan_folder() -> Path:
+    """Where plan books are kept: ``plans`` in the user cache folder (see :mod:`personalive.compile_cache`)."""
+    from personalive.compile_cache import user_cache_dir
+
+    return user_cache_dir() / "plans"
+
+
+def describe_plan_cache() -> str:
+    folder = plan_folder()
+    books = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return f"{folder} ({len(books)} plan books, {sum(p.stat().st_size for p in books) / 1e3:.0f} kB)"
+
+
 def book_path(folder: Path, key: dict[str, Any]) -> Path:
     return folder / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.json"

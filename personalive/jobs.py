@@ -150,8 +150,7 @@ def plan_book(config: RunConfig, device, dtype) -> Any:
     :mod:`personalive.device_plans`), or None."""
     if not config.runtime.plan_cache or device.type != "cuda":
         return None
-    from personalive.compile_cache import user_cache_dir
-    from personalive.device_plans import PlanBook, book_path, plan_key
+    from personalive.device_plans import PlanBook, book_path, plan_folder, plan_key
     from personalive.weights.configs import read_sizes
     from personalive.weights.layout import WeightsLayout
 
@@ -162,7 +161,7 @@ def plan_book(config: RunConfig, device, dtype) -> Any:
     key = plan_key(config, device, dtype, sizes)
     # a compiled step or an engine must not run under the recording's dispatch mode: the pipeline's networks only
     only = None if config.runtime.backend == "eager" else ("reference", "driving")
-    return PlanBook.load(book_path(user_cache_dir() / "plans", key), key, only)
+    return PlanBook.load(book_path(plan_folder(), key), key, only)
 
 
 # ------------------------------------------------------------------------------------------ one job

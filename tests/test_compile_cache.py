@@ -31,3 +31,13 @@ def test_info_prints_the_compile_cache(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["info"])
     assert result.exit_code == 0
     assert f"compile cache {tmp_path / 'compile'} (personalive default; 3 MB)" in result.output.replace("\n", "")
+
+
+def test_info_prints_the_plan_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONALIVE_CACHE_DIR", str(tmp_path))
+    (tmp_path / "plans").mkdir()
+    for name in ("a.json", "b.json"):
+        (tmp_path / "plans" / name).write_text("x" * 2000)
+    result = CliRunner().invoke(app, ["info"])
+    assert result.exit_code == 0
+    assert f"plan cache {tmp_path / 'plans'} (2 plan books, 4 kB)" in result.output.replace("\n", "")
