@@ -45,8 +45,8 @@
 #      interval beside the imports, one prefetch worker with that interval (ran at 38c3147: the prefetch was removed
 #      after this call, having paid nothing).
 #   Z: (ninth session) upstream; the GPU tests of the plan book; a book recorded by a whole animate; its replay
-#      (TorchScript) beside the imports; the whole eager animate, the code before against now; the replay alone,
-#      and from Python beside the imports and alone (replay_probe, fresh processes).
+#      (TorchScript) beside the imports; the whole eager animate, the code before against now, alternating; the
+#      replay alone, and from Python beside the imports (replay_probe, fresh processes); stops where the time ends.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -467,13 +467,12 @@ Z)  # ninth session, after Y: the replay as one TorchScript call (no interpreter
   probe() { log "replay probe $*"; $FG timeout 120 $PY -m benchmarks.replay_probe --book "$BOOK" --device $DEVICE "$@" \
     2>&1 | grep -v Warning | cut -c1-900 | tail -n 2; }
   probe --mode beside --out "$OUT/replay-beside-script.json"
-  for i in 1 2; do
-    [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
-    animate ${CLIP_FRAMES:-300} 10s-plans-$i
-  done
+  [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-1)
+  animate ${CLIP_FRAMES:-300} 10s-plans-1
   probe --mode alone --out "$OUT/replay-alone-script.json"
+  [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-2)
+  animate ${CLIP_FRAMES:-300} 10s-plans-2
   probe --mode beside --python --out "$OUT/replay-beside-python.json"
-  probe --mode alone --python --out "$OUT/replay-alone-python.json"
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
