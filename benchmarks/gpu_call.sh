@@ -99,6 +99,19 @@ animate_package() {  # [ANIMATE OPTIONS]: the whole command on the package, 300 
     --backend aoti --engine "$pkg" "$@"
 }
 
+compile_site() {  # bytecode for every installed package, as a normal install has (pip compiles at install)
+  local site; site=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$site" /tmp/site > "$OUT/compileall.log" 2>&1
+}
+plan_gpu_tests() {
+  log "gpu tests"; timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
+    tests/test_device_plans.py > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
+}
+record_book() {  # a fresh plan-book folder, and a whole animate that records this run's book into it
+  export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
+  animate ${CLIP_FRAMES:-300} 10s-record
+}
+
 log "call $CALL start"
 [ "$CALL" = C ] || [ "$CALL" = Q ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
 case $CALL in
@@ -366,8 +379,7 @@ T)  # seventh session, third call: the whole command as a normal installation ru
 U)  # eighth session: the first calls' cost and the warm-up thread (probe); the AOTInductor package rebuilt from
     # today's code on cores 8-15 while the whole eager animate alternates between the code before (.gpu-base: the
     # last landed commit) and now; upstream; the whole animate on the new package, graphs auto (off) / on
-  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  compile_site
   log first-calls; timeout 120 $PY -m benchmarks.first_calls --out "$OUT/first-calls.json" --device $DEVICE 2>&1 | tail -n 4
   BUILD=""
   if [ "${SKIP_AOTI:-0}" = 0 ]; then aoti_build "$BG" & BUILD=$!; fi
@@ -384,8 +396,7 @@ U)  # eighth session: the first calls' cost and the warm-up thread (probe); the 
   ;;
 V)  # eighth session, second call: upstream; call U's package (carry .gpu-pkg) verified and timed beside the eager
     # step; the loop's GPU time by stage, eager and aoti; the first reference and step profiled; the whole animate
-  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  compile_site
   for f in .gpu-pkg/*.pt2.xz.aa; do [ -f "$f" ] || continue; mkdir -p /tmp/engine-work
     P=/tmp/engine-work/$(basename "${f%.xz.aa}"); cat "${f%.aa}".a? | xz -d > "$P"; cp "${f%.xz.aa}.json" "$P.json"; done
   upstream
@@ -404,8 +415,7 @@ V)  # eighth session, second call: upstream; call U's package (carry .gpu-pkg) v
   ;;
 W)  # eighth session, last call, quiet: the whole eager command alternating between the code before (.gpu-base) and
     # now; the whole aoti command on 8 cores (as every command here) and on all 16, alternating; upstream first
-  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  compile_site
   for f in .gpu-pkg/*.pt2.xz.aa; do [ -f "$f" ] || continue; mkdir -p /tmp/engine-work
     P=/tmp/engine-work/$(basename "${f%.xz.aa}"); cat "${f%.aa}".a? | xz -d > "$P"; cp "${f%.xz.aa}.json" "$P.json"; done
   upstream
@@ -419,13 +429,10 @@ W)  # eighth session, last call, quiet: the whole eager command alternating betw
   done
   ;;
 X)  # ninth session: the plan book and the prefetch beside the imports; quiet, upstream first
-  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  compile_site
   upstream
-  log "gpu tests"; timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
-    tests/test_device_plans.py > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
-  export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
-  animate ${CLIP_FRAMES:-300} 10s-record
+  plan_gpu_tests
+  record_book
   for i in 1 2; do
     [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
     animate ${CLIP_FRAMES:-300} 10s-plans-$i
@@ -435,8 +442,7 @@ X)  # ninth session: the plan book and the prefetch beside the imports; quiet, u
     for p in glob.glob('$PERSONALIVE_CACHE_DIR/plans/*.json')}))" > "$OUT/plan-books.json" 2>&1; cat "$OUT/plan-books.json"
   ;;
 Y)  # ninth session, after X: the interpreter lock beside the imports (prefetch workers, switch interval)
-  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  compile_site
   upstream
   variant() {  # name prefetch-threads switch-interval: a copy of the tree with loading's two constants edited
     rm -rf "/tmp/var-$1"; mkdir -p "/tmp/var-$1"; cp -r personalive benchmarks configs pyproject.toml "/tmp/var-$1/"
@@ -445,8 +451,7 @@ Y)  # ninth session, after X: the interpreter lock beside the imports (prefetch 
     grep -h "^PREFETCH_THREADS\|^SWITCH_INTERVAL" "/tmp/var-$1/personalive/weights/load.py" "/tmp/var-$1/personalive/device_warmup.py"
   }
   variant noprefetch 0 None; variant noprefetch-si 0 0.0002; variant prefetch1-si 1 0.0002
-  export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
-  animate ${CLIP_FRAMES:-300} 10s-record
+  record_book
   for i in 1 2; do
     [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
     for v in noprefetch noprefetch-si prefetch1-si; do
@@ -455,13 +460,10 @@ Y)  # ninth session, after X: the interpreter lock beside the imports (prefetch 
   done
   ;;
 Z)  # ninth session, after Y: the replay as one TorchScript call (no interpreter lock) beside the imports
-  SITE_PKGS=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$SITE_PKGS" /tmp/site > "$OUT/compileall.log" 2>&1
+  compile_site
   upstream
-  log "gpu tests"; timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
-    tests/test_device_plans.py > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
-  export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
-  animate ${CLIP_FRAMES:-300} 10s-record
+  plan_gpu_tests
+  record_book
   BOOK=$(ls $PERSONALIVE_CACHE_DIR/plans/*.json 2>/dev/null | head -n 1)
   [ -n "$BOOK" ] || { echo "no plan book recorded"; exit 1; }; cp "$BOOK" "$OUT/plan-book.json"
   probe() { log "replay probe $*"; $FG timeout 120 $PY -m benchmarks.replay_probe --book "$BOOK" --device $DEVICE "$@" \
