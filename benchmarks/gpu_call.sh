@@ -43,7 +43,7 @@
 #   Y: (ninth session) upstream; a plan book recorded; then alternating the code before (.gpu-base) and variants of
 #      now, each a copy of the tree with its constants edited: no prefetch, no prefetch with a 0.2 ms switch
 #      interval beside the imports, one prefetch worker with that interval (ran at 38c3147: the prefetch was removed
-#      after this call, having paid nothing).
+#      after this call, having paid nothing; so was the switch interval, which changed little).
 #   Z: (ninth session) upstream; the GPU tests of the plan book; a book recorded by a whole animate; its replay
 #      (TorchScript) beside the imports; the whole eager animate, the code before against now, alternating; the
 #      replay alone, and from Python beside the imports (replay_probe, fresh processes); stops where the time ends.

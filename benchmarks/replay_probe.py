@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def main() -> None:
     if args.python:
         device_warmup.replay = lambda book, device: device_plans.replay(book, device, script=False)
     if args.mode == "beside":
-        device_warmup.SWITCH_INTERVAL = args.switch
+        if args.switch is not None:  # the interpreter's, while the imports run beside the replay
+            sys.setswitchinterval(args.switch)
         warmup = device_warmup.DeviceWarmup(device, (torch.float16, torch.float32), book)
         started = time.perf_counter()
         warmup.beside(lambda: _import_networks(list(NETWORKS)))

@@ -18,9 +18,12 @@ signature once. A label already in the book is not recorded again, so only a mac
 recording (a Python call per operator of those blocks). The book is one JSON file per run key (:func:`plan_key`:
 GPU, torch, cuDNN, dtypes, network sizes, resolution, backend) in the user cache folder.
 
-Replaying calls the same operators on uninitialised tensors of the recorded layouts: a plan depends on shapes,
-strides, alignment and dtypes, never on values, and nothing is read back. A missing, unreadable or stale file
-costs only the warm-up it would have given; a failing replay stops quietly; the random generators are not used.
+Replaying calls the same operators on uninitialised tensors of the recorded layouts (views of one scratch buffer
+per dtype), as one TorchScript call where it can (:mod:`.device_plans_script`): a plan depends on shapes, strides,
+alignment and dtypes, never on values, and nothing is read back. A missing, unreadable or stale file costs only the
+warm-up it would have given; a failing replay stops quietly; the random generators are not used. Measured on an
+H200 (ninth session, call Z): 359 calls, 3.3 s alone, ended within the imports; the whole `animate` of a 10 s clip
+27.2 s against 30.2-33.5 s without, the first frame 0.83 s after loading against 2.1-2.6 s.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ process's first calls then pay set-up that has nothing to do with the weights:
   (the first reference fusion 1.70 s against 0.07 s for the second; see :mod:`personalive.device_plans`).
 
 PyTorch keeps cuDNN's plans in per-thread caches, so they must be made on the thread that will run the networks:
-the imports go to a helper thread and the main thread does the warm-up. Imports hold the interpreter lock only
-part of the time and PyTorch's operators release it while they run, so each side takes little from the other.
+the imports go to a helper thread and the main thread does the warm-up. The two share the interpreter lock: a
+PyTorch call from Python releases it in C++ and then waits for the importing thread to hand it back, so the plan
+book is replayed as one TorchScript call, which holds no lock while it runs (:mod:`personalive.device_plans_script`;
+on the H200 the replay, ~3.3 s of host work alone, then ended before the imports, ninth session, call Z).
 
 What the main thread runs: per floating-point dtype the networks use, a 3x3 convolution, a linear layer with bias,
 a batched product and an attention at small sizes (:func:`warm_libraries`); then the plan book of this run's key,
@@ -22,7 +24,6 @@ ignored (the networks report any real problem); an import error is raised on the
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,10 +34,6 @@ import torch.nn.functional as F
 from personalive.device_plans import PlanBook, replay
 
 logger = logging.getLogger(__name__)
-
-# the interpreter's switch interval while the imports run beside the warm-up (None: Python's 5 ms). The warm-up's
-# calls release the lock in C++ and then wait for the importing thread to give it back: up to one interval each
-SWITCH_INTERVAL: float | None = None
 
 
 class DeviceWarmup:
@@ -83,17 +80,11 @@ class DeviceWarmup:
             self.imports_seconds = time.perf_counter() - started
 
         thread = threading.Thread(target=run_imports, name="imports", daemon=True)
-        interval = sys.getswitchinterval()
-        if SWITCH_INTERVAL is not None:
-            sys.setswitchinterval(SWITCH_INTERVAL)
-        try:
-            thread.start()
-            self._warm()
-            started = time.perf_counter()
-            thread.join()
-            self.waited = time.perf_counter() - started
-        finally:
-            sys.setswitchinterval(interval)
+        thread.start()
+        self._warm()
+        started = time.perf_counter()
+        thread.join()
+        self.waited = time.perf_counter() - started
         if failure:
             raise failure[0]
 

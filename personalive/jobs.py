@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from personalive import job_report
 from personalive.config import ModelDtype, RunConfig, flat_items
@@ -23,6 +23,9 @@ from personalive.errors import PersonaLiveError, WeightsError
 from personalive.manifest import Job, default_output_name
 from personalive.signals import Terminated as Terminated  # re-exported: jobs.Terminated
 from personalive.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from personalive.device_plans import PlanBook
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +114,8 @@ class ModelCache:
 
 def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], Any]:
     """Load the models and the window step once; return ``config -> Animator`` sharing them."""
-    # the pipeline's, the weights' and the backend's modules import diffusers and transformers: on an H200 host
-    # without bytecode caches (call S of the seventh session) more time than the loader's own imports, so they are
-    # timed as loading's imports
+    # these modules import torch but not diffusers or transformers (load_models imports those on a thread while the
+    # device warms up); what they take is counted as loading's imports
     started = time.perf_counter()
     from personalive.backends import backend_class
     from personalive.environment import torch_dtype
@@ -145,9 +147,8 @@ def load_animators(config: RunConfig, device, dtype) -> Callable[[RunConfig], An
     return lambda job_config: Animator(models, job_config, step, plans=plans)
 
 
-def plan_book(config: RunConfig, device, dtype) -> Any:
-    """The cuDNN plan book of this run's key (``runtime.plan_cache``, CUDA only; see
-    :mod:`personalive.device_plans`), or None."""
+def plan_book(config: RunConfig, device, dtype) -> PlanBook | None:
+    """This run's cuDNN plan book (``runtime.plan_cache``, CUDA only; :mod:`personalive.device_plans`), or None."""
     if not config.runtime.plan_cache or device.type != "cuda":
         return None
     from personalive.device_plans import PlanBook, book_path, plan_folder, plan_key
