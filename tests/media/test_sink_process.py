@@ -32,6 +32,13 @@ def _streams(path):
     return video, (packets, samples, round(duration, 3))
 
 
+def _pictures(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24").astype(np.float32) for f in container.decode(video=0)]
+
+
 def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
@@ -46,11 +53,21 @@ def test_same_file_as_the_in_process_sink(tmp_path):
                 sink.write(frame_pattern(i, 64, 48))
         files[name] = (_streams(out), sink.frames_written, sink.audio_seconds)
     (video, audio), (thread_video, thread_audio) = files["process"][0], files["thread"][0]
-    assert len(video) == 12 and len(audio[0]) > 0
-    assert video == thread_video  # the H.264 stream byte for byte: same encoder, same settings
-    # the file byte for byte differed once by 6 bytes of the data (a fresh-clone CI run, 2026-12-03, not reproduced
-    # in 15 runs): the audio, re-encoded by the AAC encoder's floating point, is compared as packet count, duration
-    # and decoded samples
+    assert len(video) == len(thread_video) == 12 and len(audio[0]) > 0
+    # Not byte for byte: in two fresh-clone CI runs (2026-12-03) one P-frame of the H.264 stream differed (a few
+    # bytes) while 15+ local runs were identical. The sinks encode the same frames with the same settings; the
+    # likeliest difference (not shown) is the RGB -> YUV conversion's code path for differently aligned input
+    # buffers. Compared: the decoded pictures, each within rounding of the other sink's and far from every other
+    # frame's (the bar moves 7 pixels a frame), and the audio, re-encoded by AAC's floating point, as packet count,
+    # duration and decoded samples
+    pictures, thread_pictures = _pictures(tmp_path / "process.mp4"), _pictures(tmp_path / "thread.mp4")
+    for i, (a, b) in enumerate(zip(pictures, thread_pictures, strict=True)):
+        assert np.abs(a - b).mean() < 1.0, i
+        assert all(
+            np.abs(a - other).mean() > 4 * max(np.abs(a - b).mean(), 0.5)
+            for other in thread_pictures
+            if other is not b
+        )
     assert [len(audio[0]), audio[2]] == [len(thread_audio[0]), thread_audio[2]]
     np.testing.assert_allclose(audio[1], thread_audio[1], atol=1e-3)
     assert files["process"][1:] == files["thread"][1:] == (12, pytest.approx(0.4004, abs=1e-3))
