@@ -73,11 +73,7 @@ def main() -> None:
             row[f"replay_{rnd}_s"] = round(time.perf_counter() - started, 3)
     if args.mode == "per-op":
         calls = [c for group in book.groups.values() for c in group]
-        sizes: dict[str, int] = {}
-        for call in calls:
-            for t in device_plans._tensors([call["args"], list(call["kwargs"].values())]):
-                sizes[t["d"]] = max(sizes.get(t["d"], 0), device_plans._extent(t))
-        scratch = {n: torch.empty(k, dtype=device_plans._dtype(n), device=device) for n, k in sizes.items()}
+        scratch = device_plans.scratch_for(calls, device)
         by_op: dict[str, list[float]] = {}
         with torch.inference_mode():
             for rnd in ("first", "second"):

@@ -114,6 +114,16 @@ def _decode(value: Any, scratch: dict[str, torch.Tensor]) -> Any:
     return value
 
 
+def scratch_for(calls: list[dict[str, Any]], device: torch.device) -> dict[str, torch.Tensor]:
+    """One uninitialised buffer per dtype, large enough for every recorded tensor of ``calls`` as a view of it
+    (256-byte aligned, as the caching allocator's blocks are: a recorded offset keeps its alignment)."""
+    sizes: dict[str, int] = {}
+    for call in calls:
+        for tensor in _tensors([call["args"], list(call["kwargs"].values())]):
+            sizes[tensor["d"]] = max(sizes.get(tensor["d"], 0), _extent(tensor))
+    return {name: torch.empty(n, dtype=_dtype(name), device=device) for name, n in sizes.items()}
+
+
 def _operator(name: str) -> Any:
     namespace, op, overload = name.split(".")
     return getattr(getattr(getattr(torch.ops, namespace), op), overload)
@@ -207,7 +217,13 @@ class PlanBook:
                 json.dump(data, f)
             os.replace(tmp, self.path)
             self.dirty = False
-            logger.debug("plan book %s: %d calls in %d groups", self.path, len(self), len(self.groups))
+            logger.debug(
+                "plan book %s: %d calls in %d groups (recording took %.2f s)",
+                self.path,
+                len(self),
+                len(self.groups),
+                self.recording_seconds,
+            )
         except OSError as exc:
             logger.debug("plan book %s not written: %s", self.path, exc)
 
@@ -221,12 +237,7 @@ def replay(book: PlanBook, device: torch.device, script: bool = True) -> tuple[i
     calls = [call for group in book.groups.values() for call in group]
     with torch.inference_mode():
         try:
-            sizes: dict[str, int] = {}
-            for call in calls:
-                for tensor in _tensors([call["args"], list(call["kwargs"].values())]):
-                    sizes[tensor["d"]] = max(sizes.get(tensor["d"], 0), _extent(tensor))
-            # 256-byte aligned, as the caching allocator's blocks are: a recorded offset keeps its alignment
-            scratch = {name: torch.empty(n, dtype=_dtype(name), device=device) for name, n in sizes.items()}
+            scratch = scratch_for(calls, device)
             if script:
                 try:
                     from personalive.device_plans_script import replay_script, script_calls

@@ -134,6 +134,9 @@ with warnings.catch_warnings():
     replay_script = torch.jit.script(_replay)
 
 
+_MISSING = object()
+
+
 def _bind(op: Any, call: dict[str, Any]) -> dict[str, Any]:
     """The recorded call's value of every argument of the operator's schema, by name (defaults filled in)."""
     values: dict[str, Any] = {}
@@ -148,9 +151,6 @@ def _bind(op: Any, call: dict[str, Any]) -> dict[str, Any]:
         else:
             raise ValueError(f"{call['op']}: no value for {arg.name}")
     return values
-
-
-_MISSING = object()
 
 
 def script_calls(

@@ -40,10 +40,9 @@ class DeviceWarmup:
     """``DeviceWarmup(device, dtypes, plans).beside(imports)``: ``imports()`` on a helper thread while this thread
     warms ``device`` up; returns once both are done (re-raising an import error).
 
-    After it: ``imports_seconds`` (the helper's time), ``seconds`` (the warm-up's time here), ``waited`` (the time
-    this thread then waited for the imports), ``replayed`` (plan calls replayed), ``error`` (what stopped the
-    warm-up, or None). Off CUDA there is nothing to warm up: the imports run on this thread (``thread=True``
-    forces the helper thread and the warm-up anywhere, for tests).
+    After it: ``imports_seconds`` (the helper's time), ``seconds`` (the warm-up's time here), ``replayed`` (plan
+    calls replayed), ``error`` (what stopped the warm-up, or None). Off CUDA there is nothing to warm up: the
+    imports run on this thread (``thread=True`` forces the helper thread and the warm-up anywhere, for tests).
     """
 
     def __init__(
@@ -59,7 +58,6 @@ class DeviceWarmup:
         self.plans = plans
         self.imports_seconds = 0.0
         self.seconds = 0.0
-        self.waited = 0.0
         self.replayed = 0
         self.error: str | None = None
 
@@ -82,9 +80,7 @@ class DeviceWarmup:
         thread = threading.Thread(target=run_imports, name="imports", daemon=True)
         thread.start()
         self._warm()
-        started = time.perf_counter()
         thread.join()
-        self.waited = time.perf_counter() - started
         if failure:
             raise failure[0]
 
