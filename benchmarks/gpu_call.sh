@@ -47,6 +47,9 @@
 #   Z: (ninth session) upstream; the GPU tests of the plan book; a book recorded by a whole animate; its replay
 #      (TorchScript) beside the imports; the whole eager animate, the code before against now, alternating; the
 #      replay alone, and from Python beside the imports (replay_probe, fresh processes); stops where the time ends.
+#   AA: (tenth session) upstream; the GPU tests (plan book, split GroupNorm); the eager step with the split GroupNorm
+#      against PyTorch's kernels and the code before the sixth session, with an fp32 reference; the whole eager
+#      animate, the code before (.gpu-base) against now, alternating, both with a plan book.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -103,9 +106,9 @@ compile_site() {  # bytecode for every installed package, as a normal install ha
   local site; site=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
   log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$site" /tmp/site > "$OUT/compileall.log" 2>&1
 }
-plan_gpu_tests() {
+plan_gpu_tests() {  # [MORE TEST FILES]
   log "gpu tests"; timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
-    tests/test_device_plans.py > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
+    tests/test_device_plans.py "$@" > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
 }
 record_book() {  # a fresh plan-book folder, and a whole animate that records this run's book into it
   export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
@@ -475,6 +478,18 @@ Z)  # ninth session, after Y: the replay as one TorchScript call (no interpreter
   [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-2)
   animate ${CLIP_FRAMES:-300} 10s-plans-2
   probe --mode beside --python --out "$OUT/replay-beside-python.json"
+  ;;
+AA)  # tenth session: GroupNorm's statistics over sub-rows (eager), measured alone and in the whole command
+  compile_site
+  upstream
+  plan_gpu_tests tests/models/test_group_norm.py
+  log step-variants; $FG timeout 230 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE \
+    --size $SIZE --rounds 3 --fp32-reference > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | cut -c1-600 | tail -n 3
+  record_book
+  for i in 1 2; do
+    [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
+    animate ${CLIP_FRAMES:-300} 10s-now-$i
+  done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

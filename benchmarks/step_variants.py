@@ -6,19 +6,20 @@ Variants (the networks' weights are shared; only the code path differs):
 
 * ``fast``: the product (split GEGLU projections, reference keys/values appended per frame without an
   intermediate copy, the VAE's attention output back in NCHW, contiguous / frame-major tokens in the transformers
-  with their 1x1 convolutions as matmuls);
+  with their 1x1 convolutions as matmuls, GroupNorm statistics over sub-rows on CUDA);
+* ``plain group norm``: the product with PyTorch's GroupNorm kernels (``SplitGroupNorm.split = 1``, the code
+  before the tenth session);
 * ``before``: diffusers' GEGLU forward, the per-frame copy then the concatenation, diffusers' attention processor
   in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
 
 For 0 and 3 keyframes: plain eager (the flag set before each round of calls) and with CUDA graphs (one capture
 per variant: the kernels are fixed at capture). Rounds alternate the variants, so a GPU shared with another job
-slows both alike; CUDA-event medians over all rounds. ``fast, autotuned`` is the fast path with cuDNN's
-autotuning on (``torch.backends.cudnn.benchmark = True``: cuDNN times its algorithms per convolution shape)
-against the product's default, off (``runtime.cudnn_benchmark``: cuDNN's heuristics choose).
+slows both alike; CUDA-event medians over all rounds. (``fast, autotuned``, cuDNN's autotuning on, ran in the
+seventh session's call R: no faster; the tenth session replaced it with ``plain group norm``.)
 
 Inputs are ``verify-engine``'s (:class:`~personalive.backends.verify.VerificationInputs`: the older frames' motion
 tokens at the scale the motion encoder produces). Deviations, ``max|a - b| / max|b|`` per output: ``fast`` from
-``before`` in the run's dtype, and with ``--fp32-reference`` both from an fp32 copy of the same networks (same
+``before`` and from ``plain group norm`` in the run's dtype, and with ``--fp32-reference`` both from an fp32 copy of the same networks (same
 weights, TF32 off), which says whether the rewrites moved the fp16 result further from the exact one.
 """
 
@@ -90,21 +91,29 @@ def deviation(actual: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def cudnn_autotuned():
-    """cuDNN's autotuning on inside the block, restored after."""
-    saved = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
+def plain_group_norm(module: torch.nn.Module):
+    """PyTorch's GroupNorm kernels inside the block (every SplitGroupNorm takes its plain path)."""
+    from personalive.models.group_norm import SplitGroupNorm
+
+    SplitGroupNorm.split = 1
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = saved
+        SplitGroupNorm.split = None
 
 
 VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "fast": lambda module: contextlib.nullcontext(),
-    "before": before,
-    "fast, autotuned": lambda module: cudnn_autotuned(),
+    "plain group norm": plain_group_norm,
+    "before": lambda module: _before_all(module),
 }
+
+
+@contextlib.contextmanager
+def _before_all(module: torch.nn.Module):
+    """The code before the sixth session: its rewrites off and PyTorch's GroupNorm."""
+    with before(module), plain_group_norm(module):
+        yield
 
 
 def deviations(prefix: str, actual: dict, reference: dict) -> dict[str, float]:
@@ -118,9 +127,11 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
 
     plain = EagerWindowStep(module)
     fast_out = plain(inputs)
-    with before(module):
+    with _before_all(module):
         before_out = plain(inputs)
-    row = deviations("deviation", fast_out, before_out)
+    with plain_group_norm(module):
+        plain_gn_out = plain(inputs)
+    row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():
@@ -152,8 +163,10 @@ def fp32_deviations(module, reference, inputs32: dict, dtype: torch.dtype) -> di
     inputs = cast(inputs32, dtype)
     plain = EagerWindowStep(module)
     row = deviations("fp32_deviation_fast", plain(inputs), exact)
-    with before(module):
+    with _before_all(module):
         row |= deviations("fp32_deviation_before", plain(inputs), exact)
+    with plain_group_norm(module):
+        row |= deviations("fp32_deviation_plain_gn", plain(inputs), exact)
     return row
 
 

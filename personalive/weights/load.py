@@ -84,7 +84,17 @@ def config_file(name: str, layout: WeightsLayout, sizes: ModelSizes) -> str:
 
 def build_network(name: str, sizes: ModelSizes, source: str | None = None) -> nn.Module:
     """One network with default-initialised weights (use ``torch.device('meta')`` as context for shapes only).
-    ``source`` is the config file named when the sizes are wrong (default: the sizes' own source)."""
+    ``source`` is the config file named when the sizes are wrong (default: the sizes' own source). Its GroupNorms
+    compute their statistics in a form that fills a GPU (:mod:`personalive.models.group_norm`: same function, same
+    keys)."""
+    from personalive.models.group_norm import split_group_norms
+
+    network = _build_network(name, sizes, source)
+    split_group_norms(network)
+    return network
+
+
+def _build_network(name: str, sizes: ModelSizes, source: str | None) -> nn.Module:
     try:
         if name == "pose_guider":
             from personalive.models.pose_guider import PoseGuider
