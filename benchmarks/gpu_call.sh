@@ -483,6 +483,7 @@ AA)  # tenth session: GroupNorm's statistics over sub-rows (eager), measured alo
   compile_site
   upstream
   plan_gpu_tests tests/models/test_group_norm.py
+  grep -q failed "$OUT/gpu-tests.log" && { log "stopped: a GPU test failed"; exit 1; }
   log step-variants; $FG timeout 230 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE \
     --size $SIZE --rounds 3 --fp32-reference > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | cut -c1-600 | tail -n 3
   record_book

@@ -42,12 +42,12 @@ def _traced() -> bool:
 
 
 def _row_statistics(rows: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, biased variance + eps) of each row of ``rows`` (R, L), in fp32."""
+    """(mean, biased variance) of each row of ``rows`` (R, L), in fp32."""
     if rows.is_cuda:  # one block per row (a "channel" of a batch of one), fp32 results for fp16 rows, no output
         mean, invstd = torch.batch_norm_stats(rows.unsqueeze(0), eps)
-        return mean, invstd.pow(-2)
+        return mean, invstd.pow(-2) - eps
     var, mean = torch.var_mean(rows.to(_exact(rows.dtype)), dim=1, correction=0)  # the CPU: tests force a split
-    return mean, var + eps
+    return mean, var
 
 
 def _exact(dtype: torch.dtype) -> torch.dtype:
@@ -74,21 +74,21 @@ class SplitGroupNorm(nn.GroupNorm):
             k = 1
         if k == 1 or (positions * (c // g)) % k:
             return super().forward(x)
-        mean, var_eps = _row_statistics(x.reshape(n * g * k, -1), self.eps)  # k sub-rows per (sample, group)
-        mean, var_eps = mean.view(n, g, k).to(_exact(x.dtype)), var_eps.view(n, g, k).to(_exact(x.dtype))
+        mean, var = _row_statistics(x.reshape(n * g * k, -1), self.eps)  # k sub-rows per (sample, group)
+        mean, var = mean.view(n, g, k).to(_exact(x.dtype)), var.view(n, g, k).to(_exact(x.dtype))
         group_mean = mean.mean(dim=2)
-        group_var_eps = var_eps.mean(dim=2) + (mean - group_mean.unsqueeze(2)).square().mean(dim=2)
+        group_var = var.mean(dim=2) + (mean - group_mean.unsqueeze(2)).square().mean(dim=2)
         per_channel = c // g
-        # inference batch norm over (1, n*c, positions): eps already inside the variance, so 0 here
+        # inference batch norm over (1, n*c, positions): (x - mean) / sqrt(var + eps) * weight + bias
         out = F.batch_norm(
             x.reshape(1, n * c, positions),
             group_mean.unsqueeze(2).expand(n, g, per_channel).reshape(n * c),
-            group_var_eps.unsqueeze(2).expand(n, g, per_channel).reshape(n * c),
+            group_var.unsqueeze(2).expand(n, g, per_channel).reshape(n * c),
             self.weight.to(mean.dtype).repeat(n),
             self.bias.to(mean.dtype).repeat(n),
             False,
             0.0,
-            0.0,
+            self.eps,
         )
         return out.view(x.shape)
 
