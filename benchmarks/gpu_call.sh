@@ -48,7 +48,8 @@
 #      (TorchScript) beside the imports; the whole eager animate, the code before against now, alternating; the
 #      replay alone, and from Python beside the imports (replay_probe, fresh processes); stops where the time ends.
 #   AA: (tenth session) upstream; the GPU tests (plan book, split GroupNorm); the eager step with the split GroupNorm
-#      against PyTorch's kernels and the code before the sixth session, with an fp32 reference; the whole eager
+#      against PyTorch's kernels and the code before the sixth session, with an fp32 reference; the step's profile
+#      (0 keyframes); the whole eager
 #      animate, the code before (.gpu-base) against now, alternating, both with a plan book.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
@@ -486,6 +487,8 @@ AA)  # tenth session: GroupNorm's statistics over sub-rows (eager), measured alo
   grep -q failed "$OUT/gpu-tests.log" && { log "stopped: a GPU test failed"; exit 1; }
   log step-variants; $FG timeout 230 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE \
     --size $SIZE --rounds 3 --fp32-reference > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | cut -c1-600 | tail -n 3
+  log step-profile; $FG timeout 150 $PY -m benchmarks.step_profile --out "$OUT/step-profile.json" --device $DEVICE \
+    --size $SIZE --keyframes 0 > "$OUT/step-profile.log" 2>&1; tail -n 1 "$OUT/step-profile.log" | cut -c1-300
   record_book
   for i in 1 2; do
     [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
