@@ -51,6 +51,20 @@ def test_fp32_deviations_compare_both_paths_with_the_reference():
     inputs = VerificationInputs(models, config, torch.device("cpu"))(1, torch.Generator().manual_seed(0))
     with torch.inference_mode():
         row = fp32_deviations(module, module, inputs, torch.float32)
-    assert set(row) == {f"fp32_deviation_{path}_{name}" for path in ("fast", "before") for name in OUTPUT_NAMES}
+    paths = ("fast", "before", "plain_gn")
+    assert set(row) == {f"fp32_deviation_{path}_{name}" for path in paths for name in OUTPUT_NAMES}
     assert all(row[f"fp32_deviation_fast_{name}"] == 0.0 for name in OUTPUT_NAMES)
     assert 0.0 < row["fp32_deviation_before_frames"] < 1e-4
+    assert all(row[f"fp32_deviation_plain_gn_{name}"] == 0.0 for name in OUTPUT_NAMES)  # the CPU splits no norm
+
+
+def test_plain_group_norm_switches_the_split_off_and_back_on():
+    from benchmarks.step_variants import plain_group_norm
+    from personalive.models.group_norm import SplitGroupNorm
+
+    models = random_models("tiny", torch.device("cpu"), torch.float32)
+    norms = [m for m in models.vae.modules() if isinstance(m, SplitGroupNorm)]
+    assert norms and all(m.split is None for m in norms)
+    with plain_group_norm(models.vae):
+        assert all(m.split == 1 for m in norms)
+    assert all(m.split is None for m in norms)
