@@ -51,6 +51,8 @@
 #      against PyTorch's kernels and the code before the sixth session, with an fp32 reference; the step's profile
 #      (0 keyframes); the whole eager
 #      animate, the code before (.gpu-base) against now, alternating, both with a plan book.
+#   AB: (tenth session, after AA) upstream; the step variants again, each graphed variant captured inside its own
+#      context (AA's were all captured on the fast path); the whole eager animate twice with a plan book.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -494,6 +496,15 @@ AA)  # tenth session: GroupNorm's statistics over sub-rows (eager), measured alo
     [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-$i)
     animate ${CLIP_FRAMES:-300} 10s-now-$i
   done
+  ;;
+AB)
+  compile_site
+  upstream
+  log step-variants; $FG timeout 230 $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" --device $DEVICE \
+    --size $SIZE --rounds 3 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | cut -c1-600 | tail -n 3
+  record_book
+  animate ${CLIP_FRAMES:-300} 10s-now-1
+  animate ${CLIP_FRAMES:-300} 10s-now-2
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
