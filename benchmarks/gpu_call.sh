@@ -53,6 +53,7 @@
 #      animate, the code before (.gpu-base) against now, alternating, both with a plan book.
 #   AB: (tenth session, after AA) upstream; the step variants again, each graphed variant captured inside its own
 #      context (AA's were all captured on the fast path); the whole eager animate twice with a plan book.
+#   AC: (tenth session, last minutes) the GPU tests of the plan book and the split GroupNorm (bf16 added).
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -119,7 +120,7 @@ record_book() {  # a fresh plan-book folder, and a whole animate that records th
 }
 
 log "call $CALL start"
-[ "$CALL" = C ] || [ "$CALL" = Q ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
+[ "$CALL" = C ] || [ "$CALL" = Q ] || [ "$CALL" = AC ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
 case $CALL in
 A)
   log "aoti-build (background, cores 8-15)"
@@ -505,6 +506,9 @@ AB)
   record_book
   animate ${CLIP_FRAMES:-300} 10s-now-1
   animate ${CLIP_FRAMES:-300} 10s-now-2
+  ;;
+AC)
+  plan_gpu_tests tests/models/test_group_norm.py; grep -E "passed|failed|Error" "$OUT/gpu-tests.log" | tail -n 8
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
