@@ -10,7 +10,9 @@ PyTorch's batch-norm statistics kernel (``torch.batch_norm_stats``, SyncBatchNor
 results, no output written) reduce them as the channels of a batch of one: many blocks, short rows. It combines
 them exactly (the mean of the means; the mean of the variances plus the variance of the means, in fp32) and
 normalises with an inference-mode batch norm over (sample x channel): ``(x - mean) / sqrt(var + eps) * weight +
-bias`` in fp32 in one kernel, GroupNorm's own formula. Same function to fp32 rounding (tests).
+bias`` in fp32 in one kernel, GroupNorm's own formula. Same function to fp32 rounding (tests). Measured on an
+H200 (tenth session, calls AA and AB): the step's norms 21.6 -> 14.4 ms of kernels, the eager step 5.8-6.3 ms
+shorter a window (149.2 ms with CUDA graphs, 159.9 ms without, at 0 keyframes).
 
 Only the eager path uses it: under ``torch.compile``/``torch.export`` (inductor splits such reductions itself)
 and in TorchScript tracing the plain GroupNorm runs, so compiled and exported steps are unchanged.
@@ -22,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# sub-rows: split while the rows are few and the halves stay long (measured shapes: see split_factor)
+# sub-rows: split while the rows are too few to fill a GPU and the halves stay long enough to read efficiently
+# (chosen, not tuned: the VAE's 128 rows become 4096 of 32K values, at ~1.1 TB/s in call AA's profile)
 _ENOUGH_ROWS = 4096
 _SHORTEST_SUB_ROW = 8192
 
