@@ -54,6 +54,9 @@
 #   AB: (tenth session, after AA) upstream; the step variants again, each graphed variant captured inside its own
 #      context (AA's were all captured on the fast path); the whole eager animate twice with a plan book.
 #   AC: (tenth session, last minutes) the GPU tests of the plan book and the split GroupNorm (bf16 added).
+#   AD: (eleventh session) upstream; the GPU tests of CUDA graphs and GroupNorm; the step variants with the VAE decoder
+#      channels-last; the whole eager animate with CUDA graphs on, captured as before (.gpu-base) and as now, and
+#      off (the default), alternating, all with a plan book.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -111,7 +114,7 @@ compile_site() {  # bytecode for every installed package, as a normal install ha
   log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$site" /tmp/site > "$OUT/compileall.log" 2>&1
 }
 plan_gpu_tests() {  # [MORE TEST FILES]
-  log "gpu tests"; timeout 120 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
+  log "gpu tests"; timeout ${GPU_TESTS_TIMEOUT:-120} $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
     tests/test_device_plans.py "$@" > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
 }
 record_book() {  # a fresh plan-book folder, and a whole animate that records this run's book into it
@@ -509,6 +512,20 @@ AB)
   ;;
 AC)
   plan_gpu_tests tests/models/test_group_norm.py; grep -E "passed|failed|Error" "$OUT/gpu-tests.log" | tail -n 8
+  ;;
+AD)  # eleventh session: cheaper captures (no discarded warm-up, no device sync), the VAE decoder channels-last
+  compile_site
+  upstream
+  GPU_TESTS_TIMEOUT=200 plan_gpu_tests tests/backends/test_graphs.py tests/models/test_group_norm.py tests/backends/test_compiled.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1; grep -q failed "$OUT/gpu-tests.log" && { log "stopped: a GPU test failed"; exit 1; }
+  log step-variants; $FG timeout ${VARIANTS_TIMEOUT:-200} $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" \
+    --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | cut -c1-600 | tail -n 3
+  record_book
+  [ -d .gpu-base ] && (cd .gpu-base && export PYTHONPATH=$SITE:$PWD && animate ${CLIP_FRAMES:-300} 10s-base-graphs --set runtime.cuda_graphs=on)
+  for i in 1 2; do
+    animate ${CLIP_FRAMES:-300} 10s-graphs-$i --set runtime.cuda_graphs=on
+    animate ${CLIP_FRAMES:-300} 10s-nographs-$i
+  done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -7,6 +7,9 @@ Variants (the networks' weights are shared; only the code path differs):
 * ``fast``: the product (split GEGLU projections, reference keys/values appended per frame without an
   intermediate copy, the VAE's attention output back in NCHW, contiguous / frame-major tokens in the transformers
   with their 1x1 convolutions as matmuls, GroupNorm statistics over sub-rows on CUDA);
+* ``channels-last vae``: the product with the VAE decoder's convolution weights channels-last, so that its
+  activations are too (cuDNN's NHWC kernels without the layout transposes around each convolution; the split
+  GroupNorm's channels-last path, the mid-block attention's output kept channels-last);
 * ``plain group norm``: the product with PyTorch's GroupNorm kernels (``SplitGroupNorm.split = 1``, the code
   before the tenth session);
 * ``before``: diffusers' GEGLU forward, the per-frame copy then the concatenation, diffusers' attention processor
@@ -102,8 +105,22 @@ def plain_group_norm(module: torch.nn.Module):
         SplitGroupNorm.split = None
 
 
+@contextlib.contextmanager
+def channels_last_vae(module: torch.nn.Module):
+    """The VAE's decoder with channels-last convolution weights inside the block (its activations follow)."""
+    decoder = [module.vae.post_quant_conv, module.vae.decoder]
+    for part in decoder:
+        part.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        for part in decoder:
+            part.to(memory_format=torch.contiguous_format)
+
+
 VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "fast": lambda module: contextlib.nullcontext(),
+    "channels-last vae": channels_last_vae,
     "plain group norm": plain_group_norm,
     "before": lambda module: _before_all(module),
 }
@@ -132,7 +149,10 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
         before_out = plain(inputs)
     with plain_group_norm(module):
         plain_gn_out = plain(inputs)
+    with channels_last_vae(module):
+        cl_out = plain(inputs)
     row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
+    row |= deviations("deviation_cl", cl_out, fast_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():
@@ -172,6 +192,8 @@ def fp32_deviations(module, reference, inputs32: dict, dtype: torch.dtype) -> di
         row |= deviations("fp32_deviation_before", plain(inputs), exact)
     with plain_group_norm(module):
         row |= deviations("fp32_deviation_plain_gn", plain(inputs), exact)
+    with channels_last_vae(module):
+        row |= deviations("fp32_deviation_cl", plain(inputs), exact)
     return row
 
 

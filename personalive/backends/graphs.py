@@ -7,20 +7,25 @@ window while the GPU works, and the GPU never waits for the host between kernels
 
 How: a set of input shapes (the reference features grow by one image per history keyframe, so one set per
 keyframe count) runs uncaptured for its first ``capture_after - 1`` calls, real windows that do the compilation,
-autotuning and cuDNN/cuBLAS set-up; at the next call it runs once more on the capture's side stream (the libraries'
-per-stream workspaces), is captured over static input buffers, and replayed. A keyframe count that a run passes
-through in a window or two (the bank fills within the first seconds) is never captured: a capture costs a few
-windows' time (0.6 s each for the AOTInductor package, call T of the seventh session), more than two windows of
-replay save. Later calls copy their inputs into the static buffers, replay, and return clones of the static
-outputs: callers keep outputs across calls (the keyframe bank, the next window's latents), and a replay overwrites
-the static ones. All graphs of one step share one memory pool: they never run concurrently. A step that cannot be
-captured (an op that synchronises with the host, say) runs uncaptured from then on, with one warning: slower,
-never wrong.
+autotuning and cuDNN/cuBLAS set-up; the next call is captured over static input buffers and replayed. A keyframe
+count that a run passes through in a window or two (the bank fills within the first seconds) is never captured: a
+capture costs the host one uncaptured step's launch time while the GPU runs ahead only as far as the queue
+reaches. The capture itself is made cheap (eleventh session): no discarded warm-up run when real
+windows already ran the shapes (PyTorch's ``torch.cuda.graph`` pattern runs one; here it was a whole window of GPU
+time thrown away per capture), and no ``torch.cuda.graph`` context, whose entry synchronises the device and empties
+the caching allocators (device and pinned host) that the next windows then refill; the capture runs on a stream of
+its own behind the work already queued, in CUDA's thread-local capture mode (the decoding and encoding threads may
+call CUDA meanwhile). Later calls copy their inputs into the static buffers, replay, and return clones of the
+static outputs: callers keep outputs across calls (the keyframe bank, the next window's latents), and a replay
+overwrites the static ones. All graphs of one step share one memory pool: they never run concurrently. A step that
+cannot be captured (an op that synchronises with the host, say) runs uncaptured from then on, with one warning:
+slower, never wrong.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +49,7 @@ class GraphedStep:
         self.uncaptured: dict[tuple, int] = {}  # calls so far per set of shapes not captured yet
         self.enabled = True
         self.pool: Any = None
+        self.stream: torch.cuda.Stream | None = None  # the captures' stream
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.enabled or next(iter(inputs.values())).device.type != "cuda":
@@ -55,10 +61,13 @@ class GraphedStep:
                 return self.run(inputs)
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
-            # real windows already ran these shapes when capture is deferred: one warm-up for the side stream
-            warmups = 2 if self.capture_after == 1 else 1
+            # real windows already ran these shapes when capture is deferred: no warm-up then
+            warmups = 2 if self.capture_after == 1 else 0
+            if self.stream is None:
+                self.stream = torch.cuda.Stream(device=next(iter(inputs.values())).device)
+            start = time.perf_counter()
             try:
-                captured = _Captured.capture(self.run, inputs, self.pool, warmups)
+                captured = _Captured.capture(self.run, inputs, self.pool, self.stream, warmups)
             except RuntimeError as exc:  # e.g. "operation not permitted when stream is capturing"
                 log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, first_line(exc))
                 self.enabled = False
@@ -66,7 +75,8 @@ class GraphedStep:
                 torch.cuda.synchronize()
                 return self.run(inputs)
             self.graphs[key] = captured
-            log.info("captured the %s in a CUDA graph (%d so far)", self.name, len(self.graphs))
+            seconds = time.perf_counter() - start
+            log.info("captured the %s in a CUDA graph in %.2f s (%d so far)", self.name, seconds, len(self.graphs))
         return captured.replay(inputs)
 
     def due(self, key: tuple) -> bool:
@@ -93,17 +103,22 @@ class _Captured:
         self.graph, self.inputs, self.outputs = graph, inputs, outputs
 
     @classmethod
-    def capture(cls, run: StepFn, inputs: dict[str, torch.Tensor], pool: Any, warmups: int = 2) -> _Captured:
+    def capture(
+        cls, run: StepFn, inputs: dict[str, torch.Tensor], pool: Any, stream: torch.cuda.Stream, warmups: int = 0
+    ) -> _Captured:
         static = {name: tensor.detach().clone() for name, tensor in inputs.items()}
-        side = torch.cuda.Stream(device=next(iter(static.values())).device)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the capture: compilation, autotuning, library workspaces
-            for _ in range(warmups):
-                run(static)
-        torch.cuda.current_stream().wait_stream(side)
+        # behind everything queued so far (the static copies included); no device synchronisation
+        stream.wait_stream(torch.cuda.current_stream())
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            outputs = run(static)
+        with torch.cuda.stream(stream):
+            for _ in range(warmups):  # shapes never run before: compilation, autotuning, library workspaces
+                run(static)
+            graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+            try:
+                outputs = run(static)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
         return cls(graph, static, outputs)
 
     def replay(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

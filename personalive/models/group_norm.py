@@ -66,6 +66,8 @@ class SplitGroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _traced() or not self.affine or x.ndim < 3 or x.requires_grad:  # inference only
             return super().forward(x)
+        if _channels_last_only(x) and (x.is_cuda or self.split is not None):
+            return self._channels_last(x)
         n, c = x.shape[0], x.shape[1]
         g = self.num_groups
         positions = x[0, 0].numel()
@@ -94,6 +96,42 @@ class SplitGroupNorm(nn.GroupNorm):
             self.eps,
         )
         return out.view(x.shape)
+
+    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """GroupNorm of a channels-last image batch without turning it to NCHW (PyTorch's CUDA kernel copies it):
+        per-sample, per-channel statistics (batch norm's channels-last kernel, fp32), combined into the groups'
+        exactly, then batch norm's element kernel with each channel's group statistics, into a channels-last
+        output. ``n`` statistics and ``n`` element calls: a few samples (the VAE decodes 4 frames)."""
+        n, c = x.shape[0], x.shape[1]
+        g, per_channel = self.num_groups, c // self.num_groups
+        exact = _exact(x.dtype)
+        if x.is_cuda:
+            stats = [torch.batch_norm_stats(x[i : i + 1], self.eps) for i in range(n)]
+            mean = torch.stack([m for m, _ in stats])  # (n, c), fp32
+            var = torch.stack([s for _, s in stats]).pow(-2) - self.eps
+        else:  # the CPU: tests
+            var, mean = torch.var_mean(x.to(exact), dim=(2, 3), correction=0)
+        mean, var = mean.view(n, g, per_channel).to(exact), var.view(n, g, per_channel).to(exact)
+        group_mean = mean.mean(dim=2, keepdim=True)
+        group_var = var.mean(dim=2, keepdim=True) + (mean - group_mean).square().mean(dim=2, keepdim=True)
+        channel_mean = group_mean.expand(n, g, per_channel).reshape(n, c)
+        channel_invstd = (group_var + self.eps).rsqrt().expand(n, g, per_channel).reshape(n, c)
+        weight, bias = self.weight.to(exact), self.bias.to(exact)
+        if not x.is_cuda:
+            shape = (n, c, 1, 1)
+            y = (x.to(exact) - channel_mean.view(shape)) * channel_invstd.view(shape) * weight.view(1, c, 1, 1)
+            return (y + bias.view(1, c, 1, 1)).to(x.dtype).contiguous(memory_format=torch.channels_last)
+        out = torch.empty_like(x)  # channels-last, as x
+        for i in range(n):  # (x - mean) * invstd * weight + bias in fp32, GroupNorm's formula
+            torch.batch_norm_elemt(
+                x[i : i + 1], weight, bias, channel_mean[i], channel_invstd[i], self.eps, out=out[i : i + 1]
+            )
+        return out
+
+
+def _channels_last_only(x: torch.Tensor) -> bool:
+    """A 4-d tensor laid out channels-last (NHWC) and not also NCHW-contiguous (one channel, or 1x1 images)."""
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def split_group_norms(module: nn.Module) -> int:

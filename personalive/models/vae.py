@@ -26,7 +26,7 @@ class NCHWAttnProcessor(AttnProcessor2_0):
     is every layer after the mid-block: on CUDA each GroupNorm then copies its input back to NCHW and each residual
     add mixes the two layouts (PyTorch's slow strided kernels), 8 + ~10 ms of the H200's 172 ms step at 512x512
     (sixth session's profile). One copy of the 64x64 mid-block output puts the rest back in NCHW; the values are the
-    same.
+    same. A decoder whose convolutions run channels-last (``channels_last_decoder``) keeps that layout instead.
     """
 
     # the parameters are spelt out: diffusers drops (with a warning) any keyword the signature does not name
@@ -39,7 +39,13 @@ class NCHWAttnProcessor(AttnProcessor2_0):
         temb: torch.Tensor | None = None,
     ) -> torch.Tensor:
         out = super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
-        return out.contiguous() if out.ndim == 4 else out
+        if out.ndim != 4:
+            return out
+        # a decoder run channels-last (its convolutions' weights converted) stays so
+        channels_last = (
+            hidden_states.is_contiguous(memory_format=torch.channels_last) and not hidden_states.is_contiguous()
+        )
+        return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def build_vae(config: dict) -> AutoencoderKL:

@@ -65,6 +65,20 @@ def test_the_plain_path_where_a_split_cannot_help_or_must_not_run():
     assert "aten.group_norm.default" in ops and not any("batch_norm" in op for op in ops)
 
 
+@pytest.mark.parametrize(("shape", "groups"), SHAPES[:2])
+def test_channels_last_images_normalised_in_place_of_their_layout(shape, groups):
+    norm, x = _norm_and_input(shape, groups)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = norm(x)
+        split_group_norms(nn.Sequential(norm))
+        norm.split = 2  # the CPU takes the channels-last path only when told (CUDA always does)
+        ours = norm(x)
+        assert _rel(ours, expected) < 1e-12  # fp64 rounding (per-channel statistics combined: a little more)
+        assert ours.is_contiguous(memory_format=torch.channels_last) and not ours.is_contiguous()
+        assert _rel(norm.float()(x.float()), expected) < 2e-6
+
+
 def test_split_factor_for_the_shapes_that_matter():
     assert split_factor(4 * 32, 4 * 512 * 512) == 32  # the VAE decoder at 512x512: 128 rows of 1M values
     assert split_factor(16 * 32, 10 * 64 * 64) == 4  # the UNet's 16 frames at 64x64, 320 channels
@@ -95,6 +109,12 @@ def test_split_statistics_on_cuda(dtype):
             norm.to("cuda", dtype).split = None if shape[-1] == 128 else 4  # the largest: split_factor's choice
             xc = x.to("cuda", dtype)
             ours, theirs = norm(xc), plain(xc)
-        assert ours.dtype == dtype and ours.shape == x.shape
+            layouts = [(ours, theirs)]
+            if x.ndim == 4:  # channels-last images: their own path, the layout kept
+                xl = xc.contiguous(memory_format=torch.channels_last)
+                layouts.append((norm(xl), theirs))
+                assert layouts[-1][0].is_contiguous(memory_format=torch.channels_last)
         slack = {torch.float32: 1e-6, torch.float16: 1e-4, torch.bfloat16: 1e-3}[dtype]
-        assert _rel(ours, expected) <= 1.5 * _rel(theirs, expected) + slack
+        for ours, theirs in layouts:
+            assert ours.dtype == dtype and ours.shape == x.shape
+            assert _rel(ours, expected) <= 1.5 * _rel(theirs, expected) + slack
