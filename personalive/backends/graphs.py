@@ -70,6 +70,7 @@ class GraphedStep:
                 captured = _Captured.capture(self.run, inputs, self.pool, self.stream, warmups)
             except RuntimeError as exc:  # e.g. "operation not permitted when stream is capturing"
                 log.warning("%s: CUDA graph capture failed (%s); running without graphs", self.name, first_line(exc))
+                _end_failed_capture(self.stream)
                 self.enabled = False
                 self.graphs.clear()
                 torch.cuda.synchronize()
@@ -90,6 +91,21 @@ def use_graphs(setting: object, pays: bool) -> bool:
     that replaying saves more than the captures cost (each backend says, citing it)."""
     value = str(setting)
     return value == "on" or (value == "auto" and pays)
+
+
+def _end_failed_capture(stream: torch.cuda.Stream) -> None:
+    """After a capture that failed, one that succeeds. ``CUDAGraph.capture_end`` raises on an invalidated capture
+    before it ends its bookkeeping, which leaves PyTorch's default CUDA generator marked as capturing: every later
+    random draw on the device would fail ("Offset increment outside graph capture"), in this job and the next.
+    Ending a small capture on the same stream ends that state."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.stream(stream):
+            graph.capture_begin(capture_error_mode="thread_local")
+            torch.zeros(1, device=stream.device)
+            graph.capture_end()
+    except RuntimeError as exc:  # the uncaptured step does not draw from that generator: carry on
+        log.warning("could not end the failed CUDA graph capture (%s)", first_line(exc))
 
 
 def first_line(exc: BaseException) -> str:
