@@ -57,6 +57,8 @@
 #   AD: (eleventh session) upstream; the GPU tests of CUDA graphs and GroupNorm; the step variants with the VAE decoder
 #      channels-last; the whole eager animate with CUDA graphs on, captured as before (.gpu-base) and as now, and
 #      off (the default), alternating, all with a plan book.
+#   AE: (eleventh session, after AD) upstream; the GPU tests; where the eager job's loop waits with CUDA graphs on:
+#      the sync probe and the loop profile, graphs off / on; the whole eager animate with the decoder channels-last.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -526,6 +528,21 @@ AD)  # eleventh session: cheaper captures (no discarded warm-up, no device sync)
     animate ${CLIP_FRAMES:-300} 10s-graphs-$i --set runtime.cuda_graphs=on
     animate ${CLIP_FRAMES:-300} 10s-nographs-$i
   done
+  ;;
+AE)  # eleventh session, after AD: graphs on left the job's loop at ~176 ms a window (the step 148 ms): where it waits
+  compile_site
+  upstream
+  plan_gpu_tests tests/backends/test_graphs.py tests/models/test_group_norm.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1; grep -q failed "$OUT/gpu-tests.log" && { log "stopped: a GPU test failed"; exit 1; }
+  log sync-probe; $FG timeout 150 $PY -m benchmarks.sync_probe --out "$OUT/sync.json" --size $SIZE --device $DEVICE \
+    --frames ${SYNC_FRAMES:-48} --graphs > "$OUT/sync.log" 2>&1; grep -v Warning "$OUT/sync.log" | grep sync_probe | tail -n 2
+  log loop-profile; $FG timeout ${LOOP_TIMEOUT:-240} $PY -m benchmarks.loop_profile --out "$OUT/loop-profile.json" \
+    --size $SIZE --device $DEVICE --frames ${LOOP_FRAMES:-32} --timed-frames ${TIMED_FRAMES:-120} \
+    --variants runtime.cuda_graphs=off,runtime.cuda_graphs=on > "$OUT/loop-profile.log" 2>&1
+  echo "loop-profile rc=$?" >> "$OUT/loop-profile.log"; grep -v Warning "$OUT/loop-profile.log" | grep "loop_profile\|rc=" | cut -c1-300 | tail -n 3
+  record_book
+  animate ${CLIP_FRAMES:-300} 10s-nographs-1
+  animate ${CLIP_FRAMES:-300} 10s-graphs-1 --set runtime.cuda_graphs=on
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -85,11 +85,14 @@ def labels() -> Iterator[None]:
     from personalive.backends.aoti import AOTIStep
     from personalive.backends.eager import EagerWindowStep
     from personalive.backends.graphs import GraphedStep
-    from personalive.pipeline import animate, keypoints
+    from personalive.media import resize
+    from personalive.pipeline import animate, driving, keypoints
 
     targets = [
         (realworld, "fit_to_model", "#fit frame to model"),
         (animate.Animator, "_prepare", "#prepare driving (motion extractor, boxes, crops)"),
+        (driving.DrivingPreparer, "prepare", "#prepare driving, job (frames to device, motion extractor, crops)"),
+        (resize, "_to_device", "#frame to device (pinned)"),
         (animate._StreamState, "window", "#window (build inputs + step + to host)"),
         (animate._StreamState, "_canvases", "#pose canvases"),
         (animate._StreamState, "_noised_reference", "#noise"),

@@ -7,12 +7,11 @@ Variants (the networks' weights are shared; only the code path differs):
 * ``fast``: the product (split GEGLU projections, reference keys/values appended per frame without an
   intermediate copy, the VAE's attention output back in NCHW, contiguous / frame-major tokens in the transformers
   with their 1x1 convolutions as matmuls, GroupNorm statistics over sub-rows on CUDA);
-* ``channels-last vae``: the product with the VAE decoder's convolution weights channels-last, so that its
-  activations are too (cuDNN's NHWC kernels without the layout transposes around each convolution; the split
-  GroupNorm's channels-last path, the mid-block attention's output kept channels-last);
+* ``nchw vae``: the product with the VAE decoder in NCHW (the code before the eleventh session; the product runs
+  it channels-last on CUDA, ``personalive.models.memory_layout``);
 * ``plain group norm``: the product with PyTorch's GroupNorm kernels (``SplitGroupNorm.split = 1``, the code
   before the tenth session);
-* ``before``: diffusers' GEGLU forward, the per-frame copy then the concatenation, diffusers' attention processor
+* ``before``: the decoder NCHW, PyTorch's GroupNorm, diffusers' GEGLU forward, the per-frame copy then the concatenation, diffusers' attention processor
   in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
 
 For 0 and 3 keyframes: plain eager (the flag set before each round of calls) and with CUDA graphs (one capture
@@ -106,21 +105,21 @@ def plain_group_norm(module: torch.nn.Module):
 
 
 @contextlib.contextmanager
-def channels_last_vae(module: torch.nn.Module):
-    """The VAE's decoder with channels-last convolution weights inside the block (its activations follow)."""
-    decoder = [module.vae.post_quant_conv, module.vae.decoder]
-    for part in decoder:
-        part.to(memory_format=torch.channels_last)
+def decoder_layout(module: torch.nn.Module, channels_last: bool):
+    """The VAE decoder's memory layout inside the block (``set_decoder_layout``); the one before, after it."""
+    from personalive.models.memory_layout import set_decoder_layout
+
+    before_cl = module.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    set_decoder_layout(module.vae, channels_last)
     try:
         yield
     finally:
-        for part in decoder:
-            part.to(memory_format=torch.contiguous_format)
+        set_decoder_layout(module.vae, before_cl)
 
 
 VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "fast": lambda module: contextlib.nullcontext(),
-    "channels-last vae": channels_last_vae,
+    "nchw vae": lambda module: decoder_layout(module, False),
     "plain group norm": plain_group_norm,
     "before": lambda module: _before_all(module),
 }
@@ -128,8 +127,8 @@ VARIANTS = {  # name -> the context its calls run in (``module`` given)
 
 @contextlib.contextmanager
 def _before_all(module: torch.nn.Module):
-    """The code before the sixth session: its rewrites off and PyTorch's GroupNorm."""
-    with before(module), plain_group_norm(module):
+    """The code before the sixth session: its rewrites off, PyTorch's GroupNorm, the decoder NCHW."""
+    with before(module), plain_group_norm(module), decoder_layout(module, False):
         yield
 
 
@@ -149,10 +148,10 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
         before_out = plain(inputs)
     with plain_group_norm(module):
         plain_gn_out = plain(inputs)
-    with channels_last_vae(module):
-        cl_out = plain(inputs)
+    with decoder_layout(module, False):
+        nchw_out = plain(inputs)
     row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
-    row |= deviations("deviation_cl", cl_out, fast_out)
+    row |= deviations("deviation_nchw", fast_out, nchw_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():
@@ -192,8 +191,8 @@ def fp32_deviations(module, reference, inputs32: dict, dtype: torch.dtype) -> di
         row |= deviations("fp32_deviation_before", plain(inputs), exact)
     with plain_group_norm(module):
         row |= deviations("fp32_deviation_plain_gn", plain(inputs), exact)
-    with channels_last_vae(module):
-        row |= deviations("fp32_deviation_cl", plain(inputs), exact)
+    with decoder_layout(module, False):
+        row |= deviations("fp32_deviation_nchw", plain(inputs), exact)
     return row
 
 
@@ -218,7 +217,8 @@ def main() -> None:
 
     models, device, options = random_run(args.size, args.device)
     config = load_config(options={**options, "runtime.cuda_graphs": "off"})
-    module = build_window_module(models, config).eval()
+    # as the eager backend builds it: the decoder channels-last on CUDA
+    module = build_window_module(models, config, channels_last_decoder=device.type == "cuda").eval()
     dtype = next(module.denoising_unet.parameters()).dtype
     reference = copy.deepcopy(module).float() if args.fp32_reference else None
     make_inputs = VerificationInputs(models, config, device)

@@ -39,7 +39,9 @@ class EagerWindowStep:
         # auto: off. Graphs save ~10 ms of ~190 a window, but a 10 s clip's two captures cost about as much (call V
         # of the eighth session: the loop 18.9 s with them, 18.6 s without)
         graphs = use_graphs(config.runtime.cuda_graphs, pays=False)
-        return cls(build_window_module(models, config), cuda_graphs=graphs)
+        # cuDNN's NHWC convolutions without layout transposes in the decoder (memory_layout.set_decoder_layout)
+        channels_last = torch.device(device).type == "cuda"
+        return cls(build_window_module(models, config, channels_last_decoder=channels_last), cuda_graphs=graphs)
 
     @property
     def feature_names(self) -> list[str]:

@@ -26,7 +26,8 @@ class NCHWAttnProcessor(AttnProcessor2_0):
     is every layer after the mid-block: on CUDA each GroupNorm then copies its input back to NCHW and each residual
     add mixes the two layouts (PyTorch's slow strided kernels), 8 + ~10 ms of the H200's 172 ms step at 512x512
     (sixth session's profile). One copy of the 64x64 mid-block output puts the rest back in NCHW; the values are the
-    same. A decoder whose convolutions run channels-last (``channels_last_decoder``) keeps that layout instead.
+    same. A decoder whose convolutions run channels-last (``memory_layout.set_decoder_layout``) keeps that
+    layout instead.
     """
 
     # the parameters are spelt out: diffusers drops (with a warning) any keyword the signature does not name

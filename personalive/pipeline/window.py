@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from personalive.models.memory_layout import set_decoder_layout
 from personalive.models.reference_features import reference_feature_specs
 from personalive.pipeline.conditioning import FACE_CROP_SIZE
 from personalive.pipeline.keypoints import draw_keypoints
@@ -200,8 +201,12 @@ class WindowStepModule(nn.Module):
         return images.reshape(b, f, *images.shape[1:])
 
 
-def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
-    """The window step of a loaded model set (``personalive.weights.ModelSet``) for ``config``."""
+def build_window_module(models: Any, config: RunConfig, channels_last_decoder: bool = False) -> WindowStepModule:
+    """The window step of a loaded model set (``personalive.weights.ModelSet``) for ``config``.
+
+    ``channels_last_decoder``: the decoder's convolution weights channels-last, so that its activations are too
+    (the eager backend on CUDA, :func:`personalive.models.memory_layout.set_decoder_layout`); otherwise NCHW, set
+    here either way so that one backend's choice does not carry over to another built from the same networks."""
     sizes = tensor_sizes(models, config)
     specs = reference_feature_specs(unet_config(models), sizes["latent_height"], sizes["latent_width"])
     module = WindowStepModule(
@@ -212,6 +217,7 @@ def build_window_module(models: Any, config: RunConfig) -> WindowStepModule:
         StaggeredDDIM(config.scheduler, config.generation),
         [s.name for s in specs],
     )
+    set_decoder_layout(module.vae, channels_last_decoder)
     # the networks already sit on the models' device; this moves the step's own buffers (DDIM coefficients)
     device = getattr(models, "device", None)
     return module if device is None else module.to(device=device)
