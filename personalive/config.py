@@ -55,9 +55,8 @@ class CropMode(Choice):
 
 
 class CudaGraphs(Choice):
-    # auto: on for the compiled backends (compile, aoti), off for eager. Measured on an H200 (benchmarks/RESULTS.md,
-    # eighth session): graphs take the eager step from ~192 to ~182 ms, but a 10 s clip's two captures (a keyframe
-    # count is captured at its third window) cost about what the replays save (loop 18.9 s against 18.6 s)
+    # auto: on where a measurement found that replaying saves more than the captures cost (each backend cites
+    # its own): every backend now (eager since the eleventh session, when captures became cheap: 0.1-0.17 s)
     auto = "auto"
     on = "on"
     off = "off"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 class EagerWindowStep:
     """A :class:`~personalive.pipeline.window.WindowStep` that runs :class:`WindowStepModule` eagerly; on a CUDA
-    device with ``cuda_graphs`` (``runtime.cuda_graphs=on``; ``auto`` leaves them off for eager) replayed from CUDA
+    device with ``cuda_graphs`` (``runtime.cuda_graphs``, ``auto`` = on) replayed from CUDA
     graphs (:mod:`personalive.backends.graphs`): the same kernels, without the host's launch cost."""
 
     name = "eager"
@@ -36,9 +36,10 @@ class EagerWindowStep:
     def from_models(
         cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
     ) -> EagerWindowStep:
-        # auto: off. Graphs save ~10 ms of ~190 a window, but a 10 s clip's two captures cost about as much (call V
-        # of the eighth session: the loop 18.9 s with them, 18.6 s without)
-        graphs = use_graphs(config.runtime.cuda_graphs, pays=False)
+        # auto: on. With the capture made cheap (0.1-0.17 s, no discarded warm-up) graphs took a 10 s clip's job
+        # 0.35-0.5 s below the uncaptured one's, its steady windows ~176 against ~181 ms (calls AD and AE of the
+        # eleventh session; in the eighth the captures cost what the replays saved)
+        graphs = use_graphs(config.runtime.cuda_graphs, pays=True)
         # cuDNN's NHWC convolutions without layout transposes in the decoder (memory_layout.set_decoder_layout)
         channels_last = torch.device(device).type == "cuda"
         return cls(build_window_module(models, config, channels_last_decoder=channels_last), cuda_graphs=graphs)

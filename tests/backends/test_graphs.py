@@ -113,7 +113,10 @@ def test_backends_read_the_setting(tiny_weights):
     models = load_models(tiny_weights, torch.float32, "cpu")
     auto = load_config(options={"generation.height": 64, "generation.width": 64})
     assert auto.runtime.cuda_graphs == CudaGraphs.auto
-    assert EagerWindowStep.from_models(models, auto, torch.device("cpu")).graphed is None
+    # auto: on for every backend since captures became cheap (eleventh session); off when asked
+    assert EagerWindowStep.from_models(models, auto, torch.device("cpu")).graphed is not None
     assert CompiledWindowStep.from_models(models, auto, torch.device("cpu")).graphed is not None  # not compiled yet
+    off = load_config(options={"generation.height": 64, "generation.width": 64, "runtime.cuda_graphs": "off"})
+    assert EagerWindowStep.from_models(models, off, torch.device("cpu")).graphed is None
     with pytest.raises(Exception, match="cuda_graphs"):
         load_config(options={"runtime.cuda_graphs": "sometimes"})
