@@ -59,6 +59,8 @@
 #      off (the default), alternating, all with a plan book.
 #   AE: (eleventh session, after AD) upstream; the GPU tests; where the eager job's loop waits with CUDA graphs on:
 #      the sync probe and the loop profile, graphs off / on; the whole eager animate with the decoder channels-last.
+#   AF: (eleventh session, last minutes) the GPU tests of the compiled step's graphs (inductor's default mode) and of
+#      the graphs; the whole eager animate with the new defaults (graphs on, decoder channels-last).
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -543,6 +545,12 @@ AE)  # eleventh session, after AD: graphs on left the job's loop at ~176 ms a wi
   record_book
   animate ${CLIP_FRAMES:-300} 10s-nographs-1
   animate ${CLIP_FRAMES:-300} 10s-graphs-1 --set runtime.cuda_graphs=on
+  ;;
+AF)  # eleventh session, last minutes: the compiled step captured without a warm-up; the new defaults end to end
+  GPU_TESTS_TIMEOUT=${GPU_TESTS_TIMEOUT:-200} plan_gpu_tests tests/backends/test_graphs.py tests/backends/test_compiled.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1
+  record_book
+  animate ${CLIP_FRAMES:-300} 10s-default-1
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
