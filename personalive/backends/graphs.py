@@ -10,7 +10,7 @@ keyframe count) runs uncaptured for its first ``capture_after - 1`` calls, real 
 autotuning and cuDNN/cuBLAS set-up; the next call is captured over static input buffers and replayed. A keyframe
 count that a run passes through in a window or two (the bank fills within the first seconds) is never captured: a
 capture costs the host one uncaptured step's launch time while the GPU runs ahead only as far as the queue
-reaches. The capture itself is made cheap (eleventh session): no discarded warm-up run when real
+reaches. The capture itself is cheap (0.1-0.17 s on an H200, eleventh session): no discarded warm-up run when real
 windows already ran the shapes (PyTorch's ``torch.cuda.graph`` pattern runs one; here it was a whole window of GPU
 time thrown away per capture), and no ``torch.cuda.graph`` context, whose entry synchronises the device and empties
 the caching allocators (device and pinned host) that the next windows then refill; the capture runs on a stream of

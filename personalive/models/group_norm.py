@@ -14,6 +14,11 @@ bias`` in fp32 in one kernel, GroupNorm's own formula. Same function to fp32 rou
 H200 (tenth session, calls AA and AB): the step's norms 21.6 -> 14.4 ms of kernels, the eager step 5.8-6.3 ms
 shorter a window (149.2 ms with CUDA graphs, 159.9 ms without, at 0 keyframes).
 
+A channels-last image batch (the VAE decoder's, which the eager step runs channels-last on CUDA) is normalised
+in its layout: PyTorch's CUDA kernel would copy it to NCHW first. Batch norm's channels-last statistics kernel
+gives each sample's per-channel statistics, combined into the groups' as above, and its element kernel writes the
+channels-last output (``n`` calls of each: the decoder's 4 frames).
+
 Only the eager path uses it: under ``torch.compile``/``torch.export`` (inductor splits such reductions itself)
 and in TorchScript tracing the plain GroupNorm runs, so compiled and exported steps are unchanged.
 """
