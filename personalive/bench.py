@@ -53,7 +53,7 @@ class BenchOptions:
     savings: bool = True
     channels_last: bool = False
     overlap: bool | None = None  # Animator's: None = on for CUDA
-    cuda_graphs: str = "auto"  # runtime.cuda_graphs: on | off | auto (on for compiled backends)
+    cuda_graphs: str = "auto"  # runtime.cuda_graphs: on | off | auto (on for every backend)
     seed: int = 0
 
 

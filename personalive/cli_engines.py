@@ -113,7 +113,7 @@ def bench(
     video_size: Annotated[str, typer.Option("--video-size", help="WIDTHxHEIGHT of that clip.")] = "640x480",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here (default: stdout).")] = None,
     graphs: Annotated[
-        str, typer.Option("--graphs", help="CUDA graphs: on, off, or auto (on for the compiled backends).")
+        str, typer.Option("--graphs", help="CUDA graphs: on, off, or auto (on for every backend on a GPU).")
     ] = "auto",
 ) -> None:
     """Measure loading, the window step, the stream and a real decode/animate/encode run; print JSON."""
