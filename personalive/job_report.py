@@ -1,5 +1,6 @@
 """What a job's report holds besides the job's own facts: stage times, peak memory, the run's environment, the
-loading breakdown; and writing the report (:mod:`personalive.jobs` and :mod:`personalive.batch`)."""
+loading breakdown; the entries of jobs whose job body could not report them (failed in a worker that died, or
+published as a batch stopped); and writing the report (:mod:`personalive.jobs` and :mod:`personalive.batch`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,33 @@ from personalive.config import RunConfig, flat_items
 log = logging.getLogger(__name__)
 
 STAGES = ("conditioning", "denoising", "keyframes")  # the animator's timed stages (its ``stats`` fields)
+
+
+def failed_entry(job: Any, message: str, seconds: float = 0.0) -> dict[str, Any]:
+    """The report entry of a job that failed (or never ran) without the job body's own entry."""
+    return {
+        "index": job.index,
+        "ref": str(job.ref),
+        "drive": str(job.drive),
+        "out": str(job.out),
+        "status": "failed",
+        "error": message,
+        "frames": None,
+        "seconds": seconds,
+    }
+
+
+def published_entry(job: Any, started_at: float, seconds: float) -> dict[str, Any] | None:
+    """The entry of a job whose output was published but never reported (a batch's stop reached its worker
+    between the two): outputs are published whole (an atomic rename), so a file written since the job started
+    (``started_at``, wall clock) is its result; None when there is none, or only an older one (``--overwrite``)."""
+    try:
+        if Path(job.out).stat().st_mtime < started_at:
+            return None
+    except OSError:
+        return None
+    note = "published before the batch stopped; its worker was stopped before it reported"
+    return failed_entry(job, "", seconds) | {"status": "done", "error": None, "note": note}
 
 
 def stage_times(animator: Any) -> dict[str, float]:

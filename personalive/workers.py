@@ -34,6 +34,7 @@ from typing import Any
 from personalive import jobs
 from personalive.config import RunConfig
 from personalive.errors import ConfigError, DeviceError, PersonaLiveError
+from personalive.job_report import failed_entry, published_entry
 from personalive.manifest import Job
 from personalive.media.outputs import remove_stale_temps
 from personalive.signals import STOP_SIGNALS, Terminated
@@ -164,6 +165,7 @@ class _Worker:
     conn: Connection
     job: Job | None = None
     since: float = 0.0
+    started_at: float = 0.0  # wall clock (time.time) when its job was handed out
     last_ref: Path | None = None
     fusions: int = 0
 
@@ -207,7 +209,7 @@ class WorkerPool:
                     if worker.conn in ready or worker.process.sentinel in ready:
                         self._serve(worker, entries)
             for job in self._pending:  # every device was left out
-                entries.append(_failed(job, "not run: every worker died (see the errors above)"))
+                entries.append(failed_entry(job, "not run: every worker died (see the errors above)"))
             self._pending = []
         finally:
             self._stop_all()
@@ -236,6 +238,7 @@ class WorkerPool:
         job = same_ref[0] if same_ref else self._pending[0]
         self._pending.remove(job)
         worker.job, worker.since, worker.last_ref = job, time.perf_counter(), job.ref
+        worker.started_at = time.time()
         log.info("worker %d (%s, pid %d): job %d -> %s", worker.slot.index, worker.slot.label, worker.process.pid,
                  job.index, job.out)  # fmt: skip
         _send(worker, job)
@@ -290,7 +293,7 @@ class WorkerPool:
         message = f"worker {worker.slot.index} ({worker.slot.label}, pid {worker.process.pid}) died: {reason}"
         log.error("job %d failed: %s", job.index, message)
         entries.append(
-            _failed(job, message, round(time.perf_counter() - worker.since, 4))
+            failed_entry(job, message, round(time.perf_counter() - worker.since, 4))
             | {"worker": worker.slot.index, "device": worker.slot.label}
         )
         remove_stale_temps(job.out)  # its partial output (the sink names temporary files after the writer's pid)
@@ -331,6 +334,8 @@ class WorkerPool:
                 # a job the worker finished and published just before the stop, whose "done" was still in the
                 # pipe (defined for this, but never called until a loaded CI machine lost that job's entry)
                 self._last_words(worker)
+                if worker.job is not None:
+                    self._published(worker)
                 worker.conn.close()
         self._workers = []
 
@@ -341,8 +346,17 @@ class WorkerPool:
                 message = worker.conn.recv()
                 if message[0] == "done":
                     self._entries.append({**message[1], "worker": worker.slot.index, "device": worker.slot.label})
+                    worker.job = None
         except (EOFError, OSError):
             pass
+
+    def _published(self, worker: _Worker) -> None:
+        """A job its worker published but could not report (the stop came between the two): done."""
+        seconds = round(time.perf_counter() - worker.since, 4)
+        entry = published_entry(worker.job, worker.started_at, seconds)
+        if entry is not None:
+            self._entries.append(entry | {"worker": worker.slot.index, "device": worker.slot.label})
+            worker.job = None
 
 
 @contextmanager
@@ -363,19 +377,6 @@ def _send(worker: _Worker, message: Job | None) -> None:
         worker.conn.send(message)
     except OSError:
         pass  # the worker is gone: its sentinel tells the loop
-
-
-def _failed(job: Job, message: str, seconds: float = 0.0) -> dict[str, Any]:
-    return {
-        "index": job.index,
-        "ref": str(job.ref),
-        "drive": str(job.drive),
-        "out": str(job.out),
-        "status": "failed",
-        "error": message,
-        "frames": None,
-        "seconds": seconds,
-    }
 
 
 def _death_reason(exitcode: int) -> str:

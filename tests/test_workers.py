@@ -294,3 +294,33 @@ def test_a_finished_job_still_in_the_pipe_when_the_batch_stops_is_reported():
     pool._stop_all()
     assert pool._entries == [{"index": 1, "status": "done", "worker": slot.index, "device": slot.label}]
     assert parent.closed and pool._workers == []
+
+
+def test_a_job_published_just_before_its_worker_was_stopped_is_reported_done(tmp_path):
+    # the race left after the one above: the stop reached the worker after it published its output and before it
+    # sent "done". The output, written since the job was handed out, says the job is done; an output older than
+    # that (--overwrite of an earlier result) does not.
+    import multiprocessing
+
+    from personalive.manifest import Job
+    from personalive.workers import WorkerPool, _Worker
+
+    slot = parse_devices("cpu:1")[0]
+    pool = WorkerPool(load_config(None, [], {}), [slot], runner=None, overwrite=False)
+    process = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    process.start()
+    process.join()
+    new = Job(ref=tmp_path / "r.png", drive=tmp_path / "d.mp4", out=tmp_path / "new.mp4", index=1)
+    old = Job(ref=tmp_path / "r.png", drive=tmp_path / "d.mp4", out=tmp_path / "old.mp4", index=2)
+    old.out.write_bytes(b"an earlier result")
+    started = time.time()
+    os.utime(old.out, (started - 60, started - 60))
+    new.out.write_bytes(b"published")
+    workers = []
+    for job in (new, old):
+        parent, _ = multiprocessing.Pipe()
+        workers.append(_Worker(slot, process, parent, job=job, since=time.perf_counter(), started_at=started))
+    pool._workers, pool._entries = workers, []
+    pool._stop_all()
+    assert [(e["index"], e["status"], e["error"]) for e in pool._entries] == [(1, "done", None)]
+    assert "stopped before it reported" in pool._entries[0]["note"]
