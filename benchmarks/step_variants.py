@@ -107,9 +107,9 @@ def plain_group_norm(module: torch.nn.Module):
 @contextlib.contextmanager
 def decoder_layout(module: torch.nn.Module, channels_last: bool):
     """The VAE decoder's memory layout inside the block (``set_decoder_layout``); the one before, after it."""
-    from personalive.models.memory_layout import set_decoder_layout
+    from personalive.models.memory_layout import decoder_channels_last, set_decoder_layout
 
-    before_cl = module.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    before_cl = decoder_channels_last(module.vae)
     set_decoder_layout(module.vae, channels_last)
     try:
         yield

@@ -16,18 +16,14 @@ log = logging.getLogger(__name__)
 STAGES = ("conditioning", "denoising", "keyframes")  # the animator's timed stages (its ``stats`` fields)
 
 
+def _entry(job: Any, status: str, error: str | None, seconds: float) -> dict[str, Any]:
+    paths = {"ref": str(job.ref), "drive": str(job.drive), "out": str(job.out)}
+    return {"index": job.index, **paths, "status": status, "error": error, "frames": None, "seconds": seconds}
+
+
 def failed_entry(job: Any, message: str, seconds: float = 0.0) -> dict[str, Any]:
     """The report entry of a job that failed (or never ran) without the job body's own entry."""
-    return {
-        "index": job.index,
-        "ref": str(job.ref),
-        "drive": str(job.drive),
-        "out": str(job.out),
-        "status": "failed",
-        "error": message,
-        "frames": None,
-        "seconds": seconds,
-    }
+    return _entry(job, "failed", message, seconds)
 
 
 def published_entry(job: Any, started_at: float, seconds: float) -> dict[str, Any] | None:
@@ -40,7 +36,7 @@ def published_entry(job: Any, started_at: float, seconds: float) -> dict[str, An
     except OSError:
         return None
     note = "published before the batch stopped; its worker was stopped before it reported"
-    return failed_entry(job, "", seconds) | {"status": "done", "error": None, "note": note}
+    return _entry(job, "done", None, seconds) | {"note": note}
 
 
 def stage_times(animator: Any) -> dict[str, float]:

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from personalive.models.memory_layout import channels_last_only
+
 # sub-rows: split while the rows are too few to fill a GPU and the halves stay long enough to read efficiently
 # (chosen, not tuned: the VAE's 128 rows become 4096 of 32K values, at ~1.1 TB/s in call AA's profile)
 _ENOUGH_ROWS = 4096
@@ -73,7 +75,7 @@ class SplitGroupNorm(nn.GroupNorm):
             return super().forward(x)
         if self.split == 1:  # forced plain (benchmarks: PyTorch's kernels)
             return super().forward(x)
-        if _channels_last_only(x) and (x.is_cuda or self.split is not None):
+        if channels_last_only(x) and (x.is_cuda or self.split is not None):
             return self._channels_last(x)
         n, c = x.shape[0], x.shape[1]
         g = self.num_groups
@@ -134,11 +136,6 @@ class SplitGroupNorm(nn.GroupNorm):
                 x[i : i + 1], weight, bias, channel_mean[i], channel_invstd[i], self.eps, out=out[i : i + 1]
             )
         return out
-
-
-def _channels_last_only(x: torch.Tensor) -> bool:
-    """A 4-d tensor laid out channels-last (NHWC) and not also NCHW-contiguous (one channel, or 1x1 images)."""
-    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def split_group_norms(module: nn.Module) -> int:

@@ -5,6 +5,16 @@ from __future__ import annotations
 import torch
 
 
+def channels_last_only(x: torch.Tensor) -> bool:
+    """A 4-d tensor laid out channels-last (NHWC) and not also NCHW-contiguous (one channel, or 1x1 images)."""
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def decoder_channels_last(autoencoder: torch.nn.Module) -> bool:
+    """Whether :func:`set_decoder_layout` last made the decoder channels-last (its first convolution's weights)."""
+    return channels_last_only(autoencoder.decoder.conv_in.weight)
+
+
 def set_decoder_layout(autoencoder: torch.nn.Module, channels_last: bool) -> None:
     """The memory layout of an autoencoder's decoder (``post_quant_conv`` where it has one, and ``decoder``):
     channels-last (NHWC) or PyTorch's default (NCHW); the values are unchanged.

@@ -14,6 +14,8 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+from personalive.models.memory_layout import channels_last_only
+
 # old diffusers AttentionBlock names -> Attention names (mid-block attention of encoder and decoder)
 _LEGACY_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
@@ -43,10 +45,8 @@ class NCHWAttnProcessor(AttnProcessor2_0):
         if out.ndim != 4:
             return out
         # a decoder run channels-last (its convolutions' weights converted) stays so
-        channels_last = (
-            hidden_states.is_contiguous(memory_format=torch.channels_last) and not hidden_states.is_contiguous()
-        )
-        return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        layout = torch.channels_last if channels_last_only(hidden_states) else torch.contiguous_format
+        return out.contiguous(memory_format=layout)
 
 
 def build_vae(config: dict) -> AutoencoderKL:
