@@ -61,6 +61,8 @@
 #      the sync probe and the loop profile, graphs off / on; the whole eager animate with the decoder channels-last.
 #   AF: (eleventh session, last minutes) the GPU tests of the compiled step's graphs (inductor's default mode) and of
 #      the graphs; the whole eager animate with the new defaults (graphs on, decoder channels-last).
+#   AG: (twelfth session) upstream; every SDPA call of the eager step (3 keyframes) timed under each backend, and the
+#      whole step with each backend first and with each call routed to its fastest (attention_backends).
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -127,7 +129,7 @@ record_book() {  # a fresh plan-book folder, and a whole animate that records th
 }
 
 log "call $CALL start"
-[ "$CALL" = C ] || [ "$CALL" = Q ] || [ "$CALL" = AC ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
+[ "$CALL" = C ] || [ "$CALL" = Q ] || [ "$CALL" = AC ] || [ "$CALL" = AG ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
 case $CALL in
 A)
   log "aoti-build (background, cores 8-15)"
@@ -551,6 +553,13 @@ AF)  # eleventh session, last minutes: the compiled step captured without a warm
   grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1
   record_book
   animate ${CLIP_FRAMES:-300} 10s-default-1
+  ;;
+AG)  # twelfth session: the step's attention kernels (cuDNN's, FlashAttention-2's, the memory-efficient one)
+  upstream
+  log attention-backends; $FG timeout ${ATTENTION_TIMEOUT:-300} $PY -m benchmarks.attention_backends \
+    --out "$OUT/attention-backends.json" --size $SIZE --device $DEVICE ${ATTENTION_ARGS:-} > "$OUT/attention-backends.log" 2>&1
+  echo "attention-backends rc=$?" >> "$OUT/attention-backends.log"
+  grep -v Warning "$OUT/attention-backends.log" | grep "totals\|keyframes\|rc=" | cut -c1-900 | tail -n 4
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
