@@ -15,9 +15,13 @@ up to fp16 rounding; only the kernels differ.
    medians after a warm-up), with its deviation from an fp32 computation (the memory-efficient kernel in fp32 on
    CUDA: the math backend would materialise scores of up to 21 GB); the math backend only where its scores are
    small.
-3. The whole step (0 and 3 keyframes), with CUDA graphs on CUDA, under ``sdpa_kernel`` with each backend put first
-   (the others after it, so that a call it refuses falls back as PyTorch would), and with each call routed to its
-   fastest backend from step 2 (``routed``); the deviation of each variant's outputs from the default's.
+3. The whole step (0 and 3 keyframes), with CUDA graphs on CUDA: the product (``default``: the eager kernels of
+   :mod:`personalive.models.attention_kernels`), and with those off (``kernels off``: every attention through SDPA,
+   the reference tokens joined per frame, as before the twelfth session) under ``sdpa_kernel`` with each backend
+   put first (the others after it, so that a call it refuses falls back as PyTorch would) and with each call routed
+   to its fastest backend from step 2 (``routed``); the deviation of each variant's outputs from the product's.
+
+Steps 1-2 record the calls with the eager kernels off (the joined reference attention, as SDPA sees it).
 """
 
 from __future__ import annotations
@@ -171,12 +175,31 @@ def first(name: str):
     return sdpa_kernel(order, set_priority=True)
 
 
+@contextlib.contextmanager
+def kernels_off():
+    """Every attention through SDPA, the reference tokens joined per frame (``attention_kernels.enabled``)."""
+    from personalive.models import attention_kernels
+
+    attention_kernels.enabled = False
+    try:
+        yield
+    finally:
+        attention_kernels.enabled = True
+
+
+@contextlib.contextmanager
+def _both(outer, inner):
+    with outer, inner:
+        yield
+
+
 def step_rows(module, make_inputs, device, dtype, choice: dict[Call, str], rounds: int, iters: int) -> list[dict]:
     from personalive.backends.eager import EagerWindowStep
     from personalive.backends.graphs import CAPTURE_AFTER
 
-    variants = {"default": contextlib.nullcontext} | {f"{n} first": (lambda n=n: first(n)) for n in BACKENDS if n != "math"}
-    variants["routed"] = lambda: routed(choice)
+    variants = {"default": contextlib.nullcontext, "kernels off": kernels_off}
+    variants |= {f"{n} first": (lambda n=n: _both(kernels_off(), first(n))) for n in BACKENDS if n != "math"}
+    variants["routed"] = lambda: _both(kernels_off(), routed(choice))
     rows = []
     graphs = device.type == "cuda"
     for keyframes in (0, 3):
@@ -238,7 +261,8 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1))
 
     inputs = cast(make_inputs(3, torch.Generator(device).manual_seed(3)), dtype)
-    calls = record_calls(EagerWindowStep(module), inputs)
+    with kernels_off():
+        calls = record_calls(EagerWindowStep(module), inputs)
     choice: dict[Call, str] = {}
     totals: dict[str, float] = {}
     for call, count in calls.items():

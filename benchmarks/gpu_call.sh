@@ -63,6 +63,8 @@
 #      the graphs; the whole eager animate with the new defaults (graphs on, decoder channels-last).
 #   AG: (twelfth session) upstream; every SDPA call of the eager step (3 keyframes) timed under each backend, and the
 #      whole step with each backend first and with each call routed to its fastest (attention_backends).
+#   AH: (twelfth session, after AG) upstream; the GPU tests of the eager attention kernels (and graphs, GroupNorm, plan
+#      book); attention_backends (the product's kernels against SDPA over the joined keys); the whole eager animate.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -560,6 +562,18 @@ AG)  # twelfth session: the step's attention kernels (cuDNN's, FlashAttention-2'
     --out "$OUT/attention-backends.json" --size $SIZE --device $DEVICE ${ATTENTION_ARGS:-} > "$OUT/attention-backends.log" 2>&1
   echo "attention-backends rc=$?" >> "$OUT/attention-backends.log"
   grep -v Warning "$OUT/attention-backends.log" | grep "totals\|keyframes\|rc=" | cut -c1-900 | tail -n 4
+  ;;
+AH)  # twelfth session, after AG: the reference attention over the shared tokens, the temporal ones on another kernel
+  compile_site
+  upstream
+  plan_gpu_tests tests/models/test_attention_kernels.py tests/backends/test_graphs.py tests/models/test_group_norm.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1; grep -q failed "$OUT/gpu-tests.log" && { log "stopped: a GPU test failed"; exit 1; }
+  log attention-backends; $FG timeout ${ATTENTION_TIMEOUT:-300} $PY -m benchmarks.attention_backends \
+    --out "$OUT/attention-backends.json" --size $SIZE --device $DEVICE ${ATTENTION_ARGS:-} > "$OUT/attention-backends.log" 2>&1
+  echo "attention-backends rc=$?" >> "$OUT/attention-backends.log"
+  grep -v Warning "$OUT/attention-backends.log" | grep "totals\|keyframes\|rc=" | cut -c1-900 | tail -n 4
+  record_book
+  for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -127,8 +127,11 @@ VARIANTS = {  # name -> the context its calls run in (``module`` given)
 
 @contextlib.contextmanager
 def _before_all(module: torch.nn.Module):
-    """The code before the sixth session: its rewrites off, PyTorch's GroupNorm, the decoder NCHW."""
-    with before(module), plain_group_norm(module), decoder_layout(module, False):
+    """The code before the sixth session: its rewrites off, PyTorch's GroupNorm, the decoder NCHW, every attention
+    through SDPA (the reference tokens joined per frame)."""
+    from benchmarks.attention_backends import kernels_off
+
+    with before(module), plain_group_norm(module), decoder_layout(module, False), kernels_off():
         yield
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from personalive.models import attention_kernels
 from personalive.models.feed_forward import geglu_feed_forward
 
 __all__ = [
@@ -96,14 +97,17 @@ def multihead_attention(
     query = attn.to_q(hidden_states)
     source = hidden_states if context is None else context
     key, value = attn.to_k(source), attn.to_v(source)
+    heads = attn.heads
+    eager = attention_kernels.eager_kernels()
     if reference_kv is not None:
         ref_key, ref_value = reference_kv.to(hidden_states.dtype).chunk(2, dim=-1)
+        if eager:  # the reference tokens' keys and values read once for all frames, not copied per frame
+            out = attention_kernels.shared_reference_attention(query, key, value, ref_key, ref_value, heads)
+            return attn.to_out[1](attn.to_out[0](out))
         key = _append_per_frame(key, ref_key, num_frames)
         value = _append_per_frame(value, ref_value, num_frames)
-    heads = attn.heads
-    out = F.scaled_dot_product_attention(
-        _split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads)
-    )
+    attend = attention_kernels.short_sequence_attention if eager else F.scaled_dot_product_attention
+    out = attend(_split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads))
     n, _, length, head_dim = out.shape
     out = out.transpose(1, 2).reshape(n, length, heads * head_dim)
     return attn.to_out[1](attn.to_out[0](out))
