@@ -65,6 +65,8 @@
 #      whole step with each backend first and with each call routed to its fastest (attention_backends).
 #   AH: (twelfth session, after AG) upstream; the GPU tests of the eager attention kernels (and graphs, GroupNorm, plan
 #      book); attention_backends (the product's kernels against SDPA over the joined keys); the whole eager animate.
+#   AI: (twelfth session, after AH) upstream; the GPU tests; the step variants (the joined attention, diffusers'
+#      residual blocks, against the product); the step's profile at 3 keyframes; the whole eager animate.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -572,6 +574,18 @@ AH)  # twelfth session, after AG: the reference attention over the shared tokens
     --out "$OUT/attention-backends.json" --size $SIZE --device $DEVICE ${ATTENTION_ARGS:-} > "$OUT/attention-backends.log" 2>&1
   echo "attention-backends rc=$?" >> "$OUT/attention-backends.log"
   grep -v Warning "$OUT/attention-backends.log" | grep "totals\|keyframes\|rc=" | cut -c1-900 | tail -n 4
+  record_book
+  for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
+  ;;
+AI)  # twelfth session, after AH: the lean residual blocks; where the 3-keyframe step's time goes now
+  compile_site
+  upstream
+  plan_gpu_tests tests/models/test_attention_kernels.py tests/backends/test_graphs.py tests/models/test_group_norm.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1; grep -q failed "$OUT/gpu-tests.log" && { log "stopped: a GPU test failed"; exit 1; }
+  log step-variants; $FG timeout ${VARIANTS_TIMEOUT:-240} $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" \
+    --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z ]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
+  log step-profile; $FG timeout 150 $PY -m benchmarks.step_profile --out "$OUT/step-profile.json" --size $SIZE \
+    --device $DEVICE --keyframes 3 > "$OUT/step-profile.log" 2>&1; echo "step-profile rc=$?"
   record_book
   for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
   ;;

@@ -11,7 +11,12 @@ Variants (the networks' weights are shared; only the code path differs):
   it channels-last on CUDA, ``personalive.models.memory_layout``);
 * ``plain group norm``: the product with PyTorch's GroupNorm kernels (``SplitGroupNorm.split = 1``, the code
   before the tenth session);
-* ``before``: the decoder NCHW, PyTorch's GroupNorm, diffusers' GEGLU forward, the per-frame copy then the concatenation, diffusers' attention processor
+* ``joined attention``: the product with every attention through SDPA, the reference tokens joined per frame
+  (``personalive.models.attention_kernels`` off: the code before the twelfth session);
+* ``diffusers resnets``: the product with diffusers' own residual-block forward (``personalive.models.resnet``
+  off: the code before the twelfth session);
+* ``before``: the decoder NCHW, PyTorch's GroupNorm, the joined attention, diffusers' residual blocks, diffusers' GEGLU
+  forward, the per-frame copy then the concatenation, diffusers' attention processor
   in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
 
 For 0 and 3 keyframes: plain eager (the flag set before each round of calls) and with CUDA graphs (one capture
@@ -117,10 +122,36 @@ def decoder_layout(module: torch.nn.Module, channels_last: bool):
         set_decoder_layout(module.vae, before_cl)
 
 
+@contextlib.contextmanager
+def diffusers_resnets(module: torch.nn.Module):
+    """diffusers' own ResnetBlock2D forward inside the block (the code before the twelfth session)."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from personalive.models.resnet import LeanResnetBlock2D
+
+    lean = [m for m in module.modules() if type(m) is LeanResnetBlock2D]
+    for m in lean:
+        m.__class__ = ResnetBlock2D
+    try:
+        yield
+    finally:
+        for m in lean:
+            m.__class__ = LeanResnetBlock2D
+
+
+def joined_attention(module: torch.nn.Module):
+    """Every attention through SDPA, the reference tokens joined per frame (before the twelfth session)."""
+    from benchmarks.attention_backends import kernels_off
+
+    return kernels_off()
+
+
 VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "fast": lambda module: contextlib.nullcontext(),
     "nchw vae": lambda module: decoder_layout(module, False),
     "plain group norm": plain_group_norm,
+    "joined attention": joined_attention,
+    "diffusers resnets": diffusers_resnets,
     "before": lambda module: _before_all(module),
 }
 
@@ -129,10 +160,9 @@ VARIANTS = {  # name -> the context its calls run in (``module`` given)
 def _before_all(module: torch.nn.Module):
     """The code before the sixth session: its rewrites off, PyTorch's GroupNorm, the decoder NCHW, every attention
     through SDPA (the reference tokens joined per frame)."""
-    from benchmarks.attention_backends import kernels_off
-
-    with before(module), plain_group_norm(module), decoder_layout(module, False), kernels_off():
-        yield
+    with before(module), plain_group_norm(module), decoder_layout(module, False), joined_attention(module):
+        with diffusers_resnets(module):
+            yield
 
 
 def deviations(prefix: str, actual: dict, reference: dict) -> dict[str, float]:
@@ -153,8 +183,13 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
         plain_gn_out = plain(inputs)
     with decoder_layout(module, False):
         nchw_out = plain(inputs)
+    with joined_attention(module):
+        joined_out = plain(inputs)
+    with diffusers_resnets(module):
+        resnets_out = plain(inputs)
     row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
-    row |= deviations("deviation_nchw", fast_out, nchw_out)
+    row |= deviations("deviation_nchw", fast_out, nchw_out) | deviations("deviation_joined", fast_out, joined_out)
+    row |= deviations("deviation_resnets", fast_out, resnets_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():

@@ -86,11 +86,13 @@ def build_network(name: str, sizes: ModelSizes, source: str | None = None) -> nn
     """One network with default-initialised weights (use ``torch.device('meta')`` as context for shapes only).
     ``source`` is the config file named when the sizes are wrong (default: the sizes' own source). Its GroupNorms
     compute their statistics in a form that fills a GPU (:mod:`personalive.models.group_norm`: same function, same
-    keys)."""
+    keys), and its diffusers residual blocks skip two passes that change nothing (:mod:`personalive.models.resnet`)."""
     from personalive.models.group_norm import split_group_norms
+    from personalive.models.resnet import lean_resnets
 
     network = _build_network(name, sizes, source)
     split_group_norms(network)
+    lean_resnets(network)
     return network
 
 

@@ -70,3 +70,30 @@ def test_plain_group_norm_switches_the_split_off_and_back_on():
     with plain_group_norm(models.vae):
         assert all(m.split == 1 for m in norms)
     assert all(m.split is None for m in norms)
+
+
+def test_twelfth_session_variants_switch_their_code_paths_and_back():
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from benchmarks.step_variants import _before_all, diffusers_resnets, joined_attention
+    from personalive.models import attention_kernels
+    from personalive.models.resnet import LeanResnetBlock2D
+
+    models = random_models("tiny", torch.device("cpu"), torch.float32)
+    unet = models.denoising_unet
+    lean = sum(type(m) is LeanResnetBlock2D for m in unet.modules())
+    assert lean > 0 and attention_kernels.enabled
+    with diffusers_resnets(unet):
+        assert sum(type(m) is ResnetBlock2D for m in unet.modules()) == lean
+    with joined_attention(unet):
+        assert not attention_kernels.eager_kernels()
+    with _before_all(_Step(unet, models.vae)):
+        assert not attention_kernels.enabled
+        assert not any(type(m) is LeanResnetBlock2D for m in unet.modules())
+    assert attention_kernels.enabled and sum(type(m) is LeanResnetBlock2D for m in unet.modules()) == lean
+
+
+class _Step(torch.nn.Module):
+    def __init__(self, unet, vae) -> None:
+        super().__init__()
+        self.denoising_unet, self.vae = unet, vae
