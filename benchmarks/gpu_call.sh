@@ -67,6 +67,8 @@
 #      book); attention_backends (the product's kernels against SDPA over the joined keys); the whole eager animate.
 #   AI: (twelfth session, after AH) upstream; the GPU tests; the step variants (the joined attention, diffusers'
 #      residual blocks, against the product); the step's profile at 3 keyframes; the whole eager animate.
+#   AJ: (twelfth session, last call) upstream; the GPU tests (reported, not stopping); the step variants (the
+#      channels-last GroupNorm statistics in one reduction, the VAE's conv1 bias in norm2); the whole eager animate.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -586,6 +588,16 @@ AI)  # twelfth session, after AH: the lean residual blocks; where the 3-keyframe
     --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z ]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
   log step-profile; $FG timeout 150 $PY -m benchmarks.step_profile --out "$OUT/step-profile.json" --size $SIZE \
     --device $DEVICE --keyframes 3 > "$OUT/step-profile.log" 2>&1; echo "step-profile rc=$?"
+  record_book
+  for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
+  ;;
+AJ)  # twelfth session, last call: the channels-last norms' statistics in one reduction; conv1's bias in norm2
+  compile_site
+  upstream
+  plan_gpu_tests tests/models/test_attention_kernels.py tests/models/test_group_norm.py tests/models/test_resnet.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1
+  log step-variants; $FG timeout ${VARIANTS_TIMEOUT:-240} $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" \
+    --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z -]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
   record_book
   for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
   ;;

@@ -15,9 +15,9 @@ H200 (tenth session, calls AA and AB): the step's norms 21.6 -> 14.4 ms of kerne
 shorter a window (149.2 ms with CUDA graphs, 159.9 ms without, at 0 keyframes).
 
 A channels-last image batch (the VAE decoder's, which the eager step runs channels-last on CUDA) is normalised
-in its layout: PyTorch's CUDA kernel would copy it to NCHW first. Batch norm's channels-last statistics kernel
-gives each sample's per-channel statistics, combined into the groups' as above, and its element kernel writes the
-channels-last output (``n`` calls of each: the decoder's 4 frames).
+in its layout: PyTorch's CUDA kernel would copy it to NCHW first. One reduction over the positions gives each
+sample's per-channel statistics, combined into the groups' as above, and batch norm's element kernel writes the
+channels-last output (``n`` calls: the decoder's 4 frames).
 
 Only the eager path uses it: under ``torch.compile``/``torch.export`` (inductor splits such reductions itself)
 and in TorchScript tracing the plain GroupNorm runs, so compiled and exported steps are unchanged.
@@ -69,13 +69,16 @@ class SplitGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` with its statistics over sub-rows (module docstring). Same parameters and state-dict keys."""
 
     split: int | None = None  # a fixed k for tests; None: split_factor
+    # channels-last statistics: one reduction over every sample (True) or batch norm's kernel per sample (False,
+    # the eleventh session's; benchmarks compare them)
+    channels_last_reduction: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _traced() or not self.affine or x.ndim < 3 or x.requires_grad:  # inference only
             return super().forward(x)
         if self.split == 1:  # forced plain (benchmarks: PyTorch's kernels)
             return super().forward(x)
-        if channels_last_only(x) and (x.is_cuda or self.split is not None):
+        if self._takes_channels_last(x):
             return self._channels_last(x)
         n, c = x.shape[0], x.shape[1]
         g = self.num_groups
@@ -106,26 +109,47 @@ class SplitGroupNorm(nn.GroupNorm):
         )
         return out.view(x.shape)
 
-    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
+    def biased(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``self(x + bias)`` for a per-channel ``bias`` (C,), the add folded into the statistics and the element
+        kernel where the channels-last path runs: a convolution's bias without its own pass over the image (the
+        VAE decoder's residual blocks, :mod:`personalive.models.resnet`)."""
+        if not _traced() and not x.requires_grad and self.affine and self._takes_channels_last(x):
+            return self._channels_last(x, bias)
+        return self(x + bias.view(1, -1, *[1] * (x.ndim - 2)))
+
+    def _takes_channels_last(self, x: torch.Tensor) -> bool:
+        return self.split != 1 and channels_last_only(x) and (x.is_cuda or self.split is not None)
+
+    def _channels_last(self, x: torch.Tensor, input_bias: torch.Tensor | None = None) -> torch.Tensor:
         """GroupNorm of a channels-last image batch without turning it to NCHW (PyTorch's CUDA kernel copies it):
-        per-sample, per-channel statistics (batch norm's channels-last kernel, fp32), combined into the groups'
-        exactly, then batch norm's element kernel with each channel's group statistics, into a channels-last
-        output. ``n`` statistics and ``n`` element calls: a few samples (the VAE decodes 4 frames)."""
+        per-sample, per-channel statistics (one reduction), combined into the groups' exactly in fp32, then batch
+        norm's element kernel with each channel's group statistics, into a channels-last output (``n`` calls: a
+        few samples, the VAE decodes 4 frames)."""
         n, c = x.shape[0], x.shape[1]
         g, per_channel = self.num_groups, c // self.num_groups
         exact = _exact(x.dtype)
-        if x.is_cuda:
+        if x.is_cuda and not self.channels_last_reduction:
             stats = [torch.batch_norm_stats(x[i : i + 1], self.eps) for i in range(n)]
             mean = torch.stack([m for m, _ in stats])  # (n, c), fp32
             var = torch.stack([s for _, s in stats]).pow(-2) - self.eps
-        else:  # the CPU: tests
-            var, mean = torch.var_mean(x.to(exact), dim=(2, 3), correction=0)
-        mean, var = mean.view(n, g, per_channel).to(exact), var.view(n, g, per_channel).to(exact)
+        else:
+            # one Welford reduction over the positions of the (n, h*w, c) view, all samples at once. Its results come
+            # in the input's dtype (rounded once: ~1e-4 of the statistics in fp16, below the output's own rounding);
+            # batch norm's channels-last kernel, one call per sample, read the decoder's 512x512 images at ~0.3 TB/s
+            # (call AI's profile)
+            tokens = x.permute(0, 2, 3, 1).reshape(n, -1, c)  # a view of the NHWC memory
+            var, mean = torch.var_mean(tokens, dim=1, correction=0)
+        mean, var = mean.to(exact), var.to(exact)
+        if input_bias is not None:  # the statistics of x + bias: the means shift, the variances stay
+            mean = mean + input_bias.to(exact)
+        mean, var = mean.view(n, g, per_channel), var.view(n, g, per_channel)
         group_mean = mean.mean(dim=2, keepdim=True)
         group_var = var.mean(dim=2, keepdim=True) + (mean - group_mean).square().mean(dim=2, keepdim=True)
         channel_mean = group_mean.expand(n, g, per_channel).reshape(n, c)
         channel_invstd = (group_var + self.eps).rsqrt().expand(n, g, per_channel).reshape(n, c)
         weight, bias = self.weight.to(exact), self.bias.to(exact)
+        if input_bias is not None:  # (x + b - mean) = (x - (mean - b)): the element kernel reads x alone
+            channel_mean = channel_mean - input_bias.to(exact)
         if not x.is_cuda:
             shape = (n, c, 1, 1)
             y = (x.to(exact) - channel_mean.view(shape)) * channel_invstd.view(shape) * weight.view(1, c, 1, 1)

@@ -5,7 +5,9 @@ makes two full passes over the block's activations that change nothing worth a p
 
 * ``conv1``'s bias is added to the image (PyTorch adds a convolution's bias as a separate kernel), and then the time
   embedding is added to it: the bias can join the time embedding first, a (N, C) add instead of an image-sized one
-  (the sum is the same; its rounding order differs);
+  (the sum is the same; its rounding order differs). Without a time embedding (the VAE) the bias goes into
+  ``norm2`` instead (:meth:`~personalive.models.group_norm.SplitGroupNorm.biased`: shifted channel means, no pass
+  where its channels-last path runs);
 * the output is divided by ``output_scale_factor``, which is 1 in every block of the release: a division by 1 is
   an identity, and a full read and write (the VAE decoder's 512x512 blocks: 268 MB each way).
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 import torch
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
+
+from personalive.models.group_norm import SplitGroupNorm
 
 __all__ = ["LeanResnetBlock2D", "lean_resnets"]
 
@@ -36,12 +40,18 @@ class LeanResnetBlock2D(ResnetBlock2D):
                 temb = self.nonlinearity(temb)
             shift = self.time_emb_proj(temb) + self.conv1.bias  # (N, C): conv1's bias joins the time embedding
             hidden_states = self.conv1._conv_forward(hidden_states, self.conv1.weight, None) + shift[:, :, None, None]
+            hidden_states = self.norm2(hidden_states)
+        elif temb is None and self.conv1.bias is not None and isinstance(self.norm2, SplitGroupNorm):
+            # no time embedding (the VAE): the bias joins norm2's statistics and element kernel instead
+            hidden_states = self.conv1._conv_forward(hidden_states, self.conv1.weight, None)
+            hidden_states = self.norm2.biased(hidden_states, self.conv1.bias)
         else:
             hidden_states = self.conv1(hidden_states)
             if self.time_emb_proj is not None and temb is not None:
                 temb = temb if self.skip_time_act else self.nonlinearity(temb)
                 hidden_states = hidden_states + self.time_emb_proj(temb)[:, :, None, None]
-        hidden_states = self.conv2(self.dropout(self.nonlinearity(self.norm2(hidden_states))))
+            hidden_states = self.norm2(hidden_states)
+        hidden_states = self.conv2(self.dropout(self.nonlinearity(hidden_states)))
         if self.conv_shortcut is not None:
             input_tensor = self.conv_shortcut(input_tensor)
         output = input_tensor + hidden_states

@@ -59,3 +59,18 @@ def test_loaded_networks_use_the_lean_blocks(tiny_weights):
     blocks = [m for name in ("denoising_unet", "vae") for m in getattr(models, name).modules()]
     assert any(type(m) is LeanResnetBlock2D for m in blocks)
     assert not any(type(m) is ResnetBlock2D for m in blocks)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_vae_block_folds_conv1_bias_into_its_split_norm(channels_last):
+    from personalive.models.group_norm import SplitGroupNorm, split_group_norms
+
+    block, lean = _pair(in_channels=16, out_channels=16, temb_channels=None)
+    assert split_group_norms(lean) == 2 and isinstance(lean.norm2, SplitGroupNorm)
+    lean.norm1.split = lean.norm2.split = 2  # the CPU takes the channels-last path only when told
+    x = torch.randn(3, 16, 8, 8) + 0.5
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected, got = block(x, None), lean(x, None)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
