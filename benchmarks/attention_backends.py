@@ -87,7 +87,10 @@ class _Recorder(TorchFunctionMode):
             q, k, v = args[:3]
             options = dict(zip(("attn_mask", "dropout_p", "is_causal"), args[3:], strict=False)) | kwargs
             plain = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False}
-            if any(options.get(key, value) != value for key, value in plain.items()) or set(options) - {*plain, "scale"}:
+            if any(options.get(key, value) != value for key, value in plain.items()) or set(options) - {
+                *plain,
+                "scale",
+            }:
                 raise RuntimeError(f"the step's attention takes options this benchmark does not rebuild: {options}")
             call = Call(
                 (tuple(q.shape), q.stride()),

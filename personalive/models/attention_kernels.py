@@ -82,7 +82,7 @@ def shared_reference_attention(
     own, own_lse = attention_with_lse(_heads(query, heads), _heads(key, heads), _heads(value, heads))
     every_query = _heads(query.reshape(batch, frames * length, inner), heads)  # a view: tokens are frame-major
     shared, shared_lse = attention_with_lse(every_query, _heads(reference_key, heads), _heads(reference_value, heads))
-    # (B, H, F*L) -> (B*F, H, L), then each query's weight of its own part: exp(lse_own) / (exp(lse_own) + exp(lse_ref))
+    # (B, H, F*L) -> (B*F, H, L); each query's weight of its own part: exp(lse_own) / (exp(lse_own) + exp(lse_ref))
     shared_lse = shared_lse.view(batch, heads, frames, length).transpose(1, 2).reshape(n, heads, length)
     own_weight = torch.sigmoid(own_lse - shared_lse).transpose(1, 2).unsqueeze(-1).to(own.dtype)  # (N, L, H, 1)
     shared = shared.transpose(1, 2).reshape(n, length, heads, -1)  # (N, L, H, d)

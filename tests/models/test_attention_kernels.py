@@ -31,8 +31,12 @@ def _inputs(batch, frames, length, own, shared, inner, device="cpu", dtype=torch
         return torch.randn(*shape, generator=g).to(device, dtype)
 
     n = batch * frames
-    return draw(n, length, inner), draw(n, own, inner), draw(n, own, inner), draw(batch, shared, inner), draw(
-        batch, shared, inner
+    return (
+        draw(n, length, inner),
+        draw(n, own, inner),
+        draw(n, own, inner),
+        draw(batch, shared, inner),
+        draw(batch, shared, inner),
     )
 
 
