@@ -29,8 +29,8 @@ seventh session's call R: no faster; the tenth session replaced it with ``plain 
 Inputs are ``verify-engine``'s (:class:`~personalive.backends.verify.VerificationInputs`: the older frames' motion
 tokens at the scale the motion encoder produces). Deviations, ``max|a - b| / max|b|`` per output: ``fast`` from
 ``before`` and from ``plain group norm`` in the run's dtype, and with ``--fp32-reference`` both from an fp32 copy
-of the same networks (same
-weights, TF32 off), which says whether the rewrites moved the fp16 result further from the exact one.
+of the same networks (same weights, TF32 off), which says whether the rewrites moved the fp16 result further
+from the exact one.
 """
 
 from __future__ import annotations
