@@ -69,6 +69,8 @@
 #      residual blocks, against the product); the step's profile at 3 keyframes; the whole eager animate.
 #   AJ: (twelfth session, last call) upstream; the GPU tests (reported, not stopping); the step variants (the
 #      channels-last GroupNorm statistics in one reduction, the VAE's conv1 bias in norm2); the whole eager animate.
+#   AK: (twelfth session, after AJ's flat frames) the GPU tests of GroupNorm (fp16 overflow, the folded bias); the whole
+#      eager animate (its output's size says whether the frames are pictures); upstream last.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -600,6 +602,14 @@ AJ)  # twelfth session, last call: the channels-last norms' statistics in one re
     --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z -]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
   record_book
   for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
+  ;;
+AK)  # twelfth session, last minutes: AJ's animate wrote nearly flat frames (fp16 statistics overflowed): fixed?
+  compile_site
+  plan_gpu_tests tests/models/test_group_norm.py tests/models/test_resnet.py tests/models/test_attention_kernels.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1
+  record_book
+  animate ${CLIP_FRAMES:-300} 10s-default-1
+  upstream
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

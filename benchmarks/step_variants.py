@@ -15,8 +15,6 @@ Variants (the networks' weights are shared; only the code path differs):
   (``personalive.models.attention_kernels`` off: the code before the twelfth session);
 * ``diffusers resnets``: the product with diffusers' own residual-block forward (``personalive.models.resnet``
   off: the code before the twelfth session);
-* ``per-sample statistics``: the product with the channels-last GroupNorm's statistics from batch norm's kernel,
-  one call per sample (``SplitGroupNorm.channels_last_reduction = False``, the eleventh session's);
 * ``before``: the decoder NCHW, PyTorch's GroupNorm, the joined attention, diffusers' residual blocks, diffusers' GEGLU
   forward, the per-frame copy then the concatenation, diffusers' attention processor
   in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
@@ -149,25 +147,12 @@ def joined_attention(module: torch.nn.Module):
     return kernels_off()
 
 
-@contextlib.contextmanager
-def per_sample_statistics(module: torch.nn.Module):
-    """Channels-last GroupNorm statistics from batch norm's kernel, one call per sample (the eleventh session's)."""
-    from personalive.models.group_norm import SplitGroupNorm
-
-    SplitGroupNorm.channels_last_reduction = False
-    try:
-        yield
-    finally:
-        SplitGroupNorm.channels_last_reduction = True
-
-
 VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "fast": lambda module: contextlib.nullcontext(),
     "nchw vae": lambda module: decoder_layout(module, False),
     "plain group norm": plain_group_norm,
     "joined attention": joined_attention,
     "diffusers resnets": diffusers_resnets,
-    "per-sample statistics": per_sample_statistics,
     "before": lambda module: _before_all(module),
 }
 
@@ -177,7 +162,7 @@ def _before_all(module: torch.nn.Module):
     """The code before the sixth session: its rewrites off, PyTorch's GroupNorm, the decoder NCHW, every attention
     through SDPA (the reference tokens joined per frame)."""
     with before(module), plain_group_norm(module), decoder_layout(module, False), joined_attention(module):
-        with diffusers_resnets(module), per_sample_statistics(module):
+        with diffusers_resnets(module):
             yield
 
 
@@ -203,12 +188,9 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
         joined_out = plain(inputs)
     with diffusers_resnets(module):
         resnets_out = plain(inputs)
-    with per_sample_statistics(module):
-        per_sample_out = plain(inputs)
     row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
     row |= deviations("deviation_nchw", fast_out, nchw_out) | deviations("deviation_joined", fast_out, joined_out)
     row |= deviations("deviation_resnets", fast_out, resnets_out)
-    row |= deviations("deviation_per_sample", fast_out, per_sample_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():

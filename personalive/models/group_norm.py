@@ -15,9 +15,9 @@ H200 (tenth session, calls AA and AB): the step's norms 21.6 -> 14.4 ms of kerne
 shorter a window (149.2 ms with CUDA graphs, 159.9 ms without, at 0 keyframes).
 
 A channels-last image batch (the VAE decoder's, which the eager step runs channels-last on CUDA) is normalised
-in its layout: PyTorch's CUDA kernel would copy it to NCHW first. One reduction over the positions gives each
-sample's per-channel statistics, combined into the groups' as above, and batch norm's element kernel writes the
-channels-last output (``n`` calls: the decoder's 4 frames).
+in its layout: PyTorch's CUDA kernel would copy it to NCHW first. Batch norm's channels-last statistics kernel
+gives each sample's per-channel statistics, combined into the groups' as above, and its element kernel writes the
+channels-last output (``n`` calls of each: the decoder's 4 frames).
 
 Only the eager path uses it: under ``torch.compile``/``torch.export`` (inductor splits such reductions itself)
 and in TorchScript tracing the plain GroupNorm runs, so compiled and exported steps are unchanged.
@@ -69,9 +69,6 @@ class SplitGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` with its statistics over sub-rows (module docstring). Same parameters and state-dict keys."""
 
     split: int | None = None  # a fixed k for tests; None: split_factor
-    # channels-last statistics: one reduction over every sample (True) or batch norm's kernel per sample (False,
-    # the eleventh session's; benchmarks compare them)
-    channels_last_reduction: bool = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _traced() or not self.affine or x.ndim < 3 or x.requires_grad:  # inference only
@@ -122,23 +119,19 @@ class SplitGroupNorm(nn.GroupNorm):
 
     def _channels_last(self, x: torch.Tensor, input_bias: torch.Tensor | None = None) -> torch.Tensor:
         """GroupNorm of a channels-last image batch without turning it to NCHW (PyTorch's CUDA kernel copies it):
-        per-sample, per-channel statistics (one reduction), combined into the groups' exactly in fp32, then batch
-        norm's element kernel with each channel's group statistics, into a channels-last output (``n`` calls: a
-        few samples, the VAE decodes 4 frames)."""
+        per-sample, per-channel statistics (batch norm's channels-last kernel, fp32), combined into the groups'
+        exactly, then batch norm's element kernel with each channel's group statistics, into a channels-last
+        output. ``n`` statistics and ``n`` element calls: a few samples (the VAE decodes 4 frames). With
+        ``input_bias`` (C,) it normalises ``x + input_bias`` without adding it (:meth:`biased`)."""
         n, c = x.shape[0], x.shape[1]
         g, per_channel = self.num_groups, c // self.num_groups
         exact = _exact(x.dtype)
-        if x.is_cuda and not self.channels_last_reduction:
+        if x.is_cuda:  # fp32 statistics: an fp16 variance of the decoder's activations can overflow (call AJ)
             stats = [torch.batch_norm_stats(x[i : i + 1], self.eps) for i in range(n)]
             mean = torch.stack([m for m, _ in stats])  # (n, c), fp32
             var = torch.stack([s for _, s in stats]).pow(-2) - self.eps
-        else:
-            # one Welford reduction over the positions of the (n, h*w, c) view, all samples at once. Its results come
-            # in the input's dtype (rounded once: ~1e-4 of the statistics in fp16, below the output's own rounding);
-            # batch norm's channels-last kernel, one call per sample, read the decoder's 512x512 images at ~0.3 TB/s
-            # (call AI's profile)
-            tokens = x.permute(0, 2, 3, 1).reshape(n, -1, c)  # a view of the NHWC memory
-            var, mean = torch.var_mean(tokens, dim=1, correction=0)
+        else:  # the CPU: tests
+            var, mean = torch.var_mean(x.to(exact), dim=(2, 3), correction=0)
         mean, var = mean.to(exact), var.to(exact)
         if input_bias is not None:  # the statistics of x + bias: the means shift, the variances stay
             mean = mean + input_bias.to(exact)

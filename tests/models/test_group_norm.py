@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -114,8 +116,10 @@ def test_built_networks_carry_split_norms_and_unchanged_keys(tiny_weights):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the batch-norm statistics kernel is CUDA's")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_split_statistics_on_cuda(dtype):
+    biased_pairs = []
     for shape, groups in [*SHAPES, ((4, 128, 128, 128), 32)]:
         norm, x = _norm_and_input(shape, groups)
+        norm_expected = copy.deepcopy(norm)  # fp64 on the CPU
         with torch.no_grad():
             expected = norm(x).cuda()
             plain = nn.GroupNorm(groups, shape[1], eps=1e-6).to("cuda", dtype)
@@ -124,16 +128,40 @@ def test_split_statistics_on_cuda(dtype):
             norm.to("cuda", dtype).split = None if shape[-1] == 128 else 4  # the largest: split_factor's choice
             xc = x.to("cuda", dtype)
             ours, theirs = norm(xc), plain(xc)
-            slack = {torch.float32: 1e-6, torch.float16: 1e-4, torch.bfloat16: 1e-3}[dtype]
-            layouts = [(ours, theirs, slack)]
-            if x.ndim == 4:  # channels-last images: their own path, the layout kept; its statistics are rounded to
-                # the input's dtype once (one reduction for every sample), up to ~2 units of the output's rounding
+            layouts = [(ours, theirs)]
+            if x.ndim == 4:  # channels-last images: their own path, the layout kept
                 xl = xc.contiguous(memory_format=torch.channels_last)
-                layouts.append((norm(xl), theirs, 3 * slack))
+                layouts.append((norm(xl), theirs))
                 assert layouts[-1][0].is_contiguous(memory_format=torch.channels_last)
-                norm.channels_last_reduction = False  # the eleventh session's per-sample statistics, fp32
-                layouts.append((norm(xl), theirs, slack))
-                norm.channels_last_reduction = True
-        for ours, theirs, allowed in layouts:
+                # a convolution's bias folded into the statistics: the norm of x + b without the add
+                bias = torch.randn(shape[1], dtype=torch.float64) * 10
+                biased_expected = norm_expected(x + bias.view(1, -1, 1, 1)).cuda()
+                got = norm.biased(xl, bias.to("cuda", dtype))
+                assert got.is_contiguous(memory_format=torch.channels_last)
+                plain_biased = plain(xc + bias.to("cuda", dtype).view(1, -1, 1, 1))
+                biased_pairs.append((got, plain_biased, biased_expected))
+        slack = {torch.float32: 1e-6, torch.float16: 1e-4, torch.bfloat16: 1e-3}[dtype]
+        for ours, theirs in layouts:
             assert ours.dtype == dtype and ours.shape == x.shape
-            assert _rel(ours, expected) <= 1.5 * _rel(theirs, expected) + allowed
+            assert _rel(ours, expected) <= 1.5 * _rel(theirs, expected) + slack
+    for got, theirs, expected in biased_pairs:
+        assert _rel(got, expected) <= 1.5 * _rel(theirs, expected) + slack
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the batch-norm statistics kernel is CUDA's")
+def test_channels_last_statistics_do_not_overflow_in_fp16():
+    # group variances ~1e8, past fp16's range (65504), as the VAE decoder's activations can be: statistics kept in
+    # fp16 made every normalised value 0 and the decoded frames nearly flat (call AJ of the twelfth session)
+    norm, x = _norm_and_input((4, 64, 32, 32), 32)
+    x = x * 300
+    bias = torch.randn(64, dtype=torch.float64) * 1000
+    with torch.no_grad():
+        expected, expected_biased = norm(x).cuda(), norm(x + bias.view(1, -1, 1, 1)).cuda()
+        split_group_norms(nn.Sequential(norm))
+        norm.to("cuda", torch.float16)
+        xl = x.to("cuda", torch.float16).contiguous(memory_format=torch.channels_last)
+        got, got_biased = norm(xl), norm.biased(xl, bias.to("cuda", torch.float16))
+    for ours, reference in ((got, expected), (got_biased, expected_biased)):
+        assert torch.isfinite(ours).all() and ours.float().std() > 0.1
+        assert _rel(ours, reference) <= 2e-3
