@@ -62,6 +62,13 @@ class Call:
     dtype: str
     scale: float | None
 
+    @classmethod
+    def of(cls, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> Call:
+        dtype = str(q.dtype).removeprefix("torch.")
+        return cls(
+            (tuple(q.shape), q.stride()), (tuple(k.shape), k.stride()), (tuple(v.shape), v.stride()), dtype, scale
+        )
+
     def tensors(self, device: torch.device, generator: torch.Generator) -> list[torch.Tensor]:
         dtype = getattr(torch, self.dtype)
         out = []
@@ -92,13 +99,7 @@ class _Recorder(TorchFunctionMode):
                 "scale",
             }:
                 raise RuntimeError(f"the step's attention takes options this benchmark does not rebuild: {options}")
-            call = Call(
-                (tuple(q.shape), q.stride()),
-                (tuple(k.shape), k.stride()),
-                (tuple(v.shape), v.stride()),
-                str(q.dtype).removeprefix("torch."),
-                options.get("scale"),
-            )
+            call = Call.of(q, k, v, options.get("scale"))
             self.calls[call] = self.calls.get(call, 0) + 1
         return func(*args, **kwargs)
 
@@ -153,14 +154,7 @@ def routed(choice: dict[Call, str]):
     original = F.scaled_dot_product_attention
 
     def route(q, k, v, *args, **kwargs):
-        call = Call(
-            (tuple(q.shape), q.stride()),
-            (tuple(k.shape), k.stride()),
-            (tuple(v.shape), v.stride()),
-            str(q.dtype).removeprefix("torch."),
-            kwargs.get("scale"),
-        )
-        name = choice.get(call)
+        name = choice.get(Call.of(q, k, v, kwargs.get("scale")))
         if name is None:
             return original(q, k, v, *args, **kwargs)
         with sdpa_kernel([BACKENDS[name]]):
@@ -244,20 +238,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from benchmarks.random_run import random_run
+    from benchmarks.step_variants import eager_step_set_up
     from personalive.backends.eager import EagerWindowStep
-    from personalive.backends.verify import VerificationInputs
-    from personalive.config import load_config
-    from personalive.pipeline.window import build_window_module
 
-    models, device, options = random_run(args.size, args.device)
-    config = load_config(options={**options, "runtime.cuda_graphs": "off"})
-    module = build_window_module(models, config, channels_last_decoder=device.type == "cuda").eval()
-    dtype = next(module.denoising_unet.parameters()).dtype
-    make_inputs = VerificationInputs(models, config, device)
-    result: dict = {"torch": torch.__version__, "calls": []}
-    if device.type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name(device)
+    module, device, dtype, make_inputs, result = eager_step_set_up(args.size, args.device)
+    result["calls"] = []
 
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -239,6 +239,24 @@ def cast(inputs: dict, dtype: torch.dtype) -> dict:
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
 
 
+def eager_step_set_up(size: str, device_name: str) -> tuple:
+    """Random ``size`` networks' window step as the eager backend builds it (the decoder channels-last on CUDA),
+    its device and dtype, ``verify-engine``'s input maker for it, and a result dict with the versions."""
+    from benchmarks.random_run import random_run
+    from personalive.backends.verify import VerificationInputs
+    from personalive.config import load_config
+    from personalive.pipeline.window import build_window_module
+
+    models, device, options = random_run(size, device_name)
+    config = load_config(options={**options, "runtime.cuda_graphs": "off"})
+    module = build_window_module(models, config, channels_last_decoder=device.type == "cuda").eval()
+    dtype = next(module.denoising_unet.parameters()).dtype
+    result: dict = {"torch": torch.__version__}
+    if device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(device)
+    return module, device, dtype, VerificationInputs(models, config, device), result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -249,21 +267,9 @@ def main() -> None:
     parser.add_argument("--fp32-reference", action="store_true", help="also both paths against an fp32 copy")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from benchmarks.random_run import random_run
-    from personalive.backends.verify import VerificationInputs
-    from personalive.config import load_config
-    from personalive.pipeline.window import build_window_module
-
-    models, device, options = random_run(args.size, args.device)
-    config = load_config(options={**options, "runtime.cuda_graphs": "off"})
-    # as the eager backend builds it: the decoder channels-last on CUDA
-    module = build_window_module(models, config, channels_last_decoder=device.type == "cuda").eval()
-    dtype = next(module.denoising_unet.parameters()).dtype
+    module, device, dtype, make_inputs, result = eager_step_set_up(args.size, args.device)
+    result["rows"] = []
     reference = copy.deepcopy(module).float() if args.fp32_reference else None
-    make_inputs = VerificationInputs(models, config, device)
-    result: dict = {"torch": torch.__version__, "rows": []}
-    if device.type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name(device)
 
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,9 @@
   nor a temporary file. Temporary files of earlier runs killed hard (``kill -9``) are removed on the next run.
 * Operating-system failures while writing (disk full, directory removed) are a :class:`WriteError` naming the
   output, not the temporary file.
-* A run whose every frame is one flat colour (what NaN turns into) is a :class:`GarbageOutputError`: such a
-  video is never published.
+* A run whose every frame is one flat colour (what NaN turns into), or flat away from its borders (what an
+  overflow inside the decoder turned into in the twelfth session: zero padding still draws the edges), is a
+  :class:`GarbageOutputError`: such a video is never published.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from personalive.media.outputs import (
 )
 
 log = logging.getLogger(__name__)
+
+# a frame whose interior (the middle 3/4 of each side, every other pixel) varies less than this, in 0-255 levels,
+# shows no picture; a run of only such frames is garbage (a portrait never is: its face alone varies by tens)
+FLAT_STD = 1.0
 
 AUDIO_CODEC = "aac"
 AUDIO_BITRATE = 160_000
@@ -109,6 +114,7 @@ class VideoSink(FrameSink):
         self.width, self.height = width, height
         self.frames_written = 0
         self.uniform_frames = 0  # frames of one flat colour (all of them: the run produced no picture)
+        self.flat_frames = 0  # frames flat away from their borders (the same: all of them)
         self.audio_seconds = 0.0
         self._closed = False
         self._first_colour: tuple[int, ...] | None = None
@@ -170,6 +176,8 @@ class VideoSink(FrameSink):
             self.uniform_frames += 1
             if self._first_colour is None:
                 self._first_colour = tuple(int(c) for c in rgb[0, 0])
+        if self.flat_frames == self.frames_written and interior_is_flat(rgb):
+            self.flat_frames += 1
 
     def close(self) -> Path:
         """Flush the encoders, close the file and move it to ``path``. Returns ``path``."""
@@ -183,6 +191,12 @@ class VideoSink(FrameSink):
                     f"{shown(self.path)}: all {self.frames_written} frames are one flat colour "
                     f"{self._first_colour}, so the model produced no picture (NaN or broken weights); nothing "
                     "written (run `personalive weights check`; in fp16 try --dtype fp32)"
+                )
+            if self.flat_frames == self.frames_written:
+                raise GarbageOutputError(
+                    f"{shown(self.path)}: all {self.frames_written} frames are flat away from their borders (pixel "
+                    f"spread under {FLAT_STD:g} level), so the model produced no picture (overflow, NaN or broken "
+                    "weights); nothing written (run `personalive weights check`; in fp16 try --dtype fp32)"
                 )
             try:
                 self._container.mux(self._video.encode(None))
@@ -324,3 +338,11 @@ class _AudioCopy:
         inp, self._input = self._input, None
         if inp is not None:
             inp.close()
+
+
+def interior_is_flat(rgb: np.ndarray) -> bool:
+    """Whether an (H, W, 3) frame's interior varies by less than :data:`FLAT_STD` levels (a subsample: ~50K values
+    of a 512x512 frame)."""
+    height, width = rgb.shape[:2]
+    inner = rgb[height // 8 : height - height // 8 : 2, width // 8 : width - width // 8 : 2]
+    return inner.size == 0 or float(inner.std()) < FLAT_STD

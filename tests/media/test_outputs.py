@@ -222,6 +222,26 @@ def test_flat_frames_are_garbage_not_a_video(tmp_path):
     assert probe(out)["frames"] == 2
 
 
+def test_frames_flat_away_from_their_borders_are_garbage(tmp_path):
+    # what an overflowed decoder drew (twelfth session): one colour inside, the convolutions' zero padding at the edges
+    rng = np.random.default_rng(0)
+    frame = np.full((64, 64, 3), 120, np.uint8)
+    frame[:4], frame[-4:], frame[:, :4] = rng.integers(0, 255, (4, 64, 3)), 30, 200
+    out = tmp_path / "o.mp4"
+    with pytest.raises(GarbageOutputError, match=r"o.mp4: all 3 frames are flat away from their borders"):
+        with VideoSink(out, RATE, 64, 64) as sink:
+            for _ in range(3):
+                sink.write(frame)
+    assert os.listdir(tmp_path) == []
+    # a faint picture inside (a few levels of texture) is a picture
+    faint = frame.copy()
+    faint[8:56, 8:56] += rng.integers(0, 5, (48, 48, 3), dtype=np.uint8)
+    with VideoSink(out, RATE, 64, 64) as sink:
+        for _ in range(3):
+            sink.write(faint)
+    assert probe(out)["frames"] == 3
+
+
 def test_names_with_control_characters_are_quoted(tmp_path):
     odd = tmp_path / "a\nb.avi"
     assert shown(odd) == repr(str(odd)) and shown(tmp_path / "été.mp4") == str(tmp_path / "été.mp4")
