@@ -98,6 +98,19 @@ def test_traced_attention_keeps_sdpa_over_the_joined_keys():
     assert not any("_scaled_dot_product" in op for op in ops)
 
 
+def test_exported_attention_keeps_sdpa_over_the_joined_keys():
+    # torch.export (the AOTInductor engine's path) traces the joined keys too: inductor picks its own kernels
+    torch.manual_seed(0)
+    module = _ReferenceAttention().eval()
+    hidden = torch.randn(4, 6, 16)
+    with torch.no_grad():
+        reference = project_reference(module.attn, torch.randn(2, 5, 16))
+        exported = torch.export.export(module, (hidden, reference), strict=False)
+    ops = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert {"aten.scaled_dot_product_attention.default", "aten.cat.default"} <= ops
+    assert not any("_scaled_dot_product" in op or "lerp" in op for op in ops)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's and the memory-efficient kernels are CUDA's")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
