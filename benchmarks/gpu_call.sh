@@ -71,6 +71,8 @@
 #      channels-last GroupNorm statistics in one reduction, the VAE's conv1 bias in norm2); the whole eager animate.
 #   AK: (twelfth session, after AJ's flat frames) the GPU tests of GroupNorm (fp16 overflow, the folded bias); the whole
 #      eager animate (its output's size says whether the frames are pictures); upstream last.
+#   AL: (next session) upstream; the GPU tests; the step variants at 0 and 3 keyframes (the product after the VAE's
+#      folded bias, never measured alone; the candidate channels-last statistics in fp32 reductions); the whole animate.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -610,6 +612,16 @@ AK)  # twelfth session, last minutes: AJ's animate wrote nearly flat frames (fp1
   record_book
   animate ${CLIP_FRAMES:-300} 10s-default-1
   upstream
+  ;;
+AL)  # next session: what call AJ could not measure, and the fp32 candidate for the channels-last statistics
+  compile_site
+  upstream
+  plan_gpu_tests tests/models/test_attention_kernels.py tests/models/test_group_norm.py tests/backends/test_graphs.py
+  grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1
+  log step-variants; $FG timeout ${VARIANTS_TIMEOUT:-300} $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" \
+    --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z -]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
+  record_book
+  for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

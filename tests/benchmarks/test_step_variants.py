@@ -97,3 +97,17 @@ class _Step(torch.nn.Module):
     def __init__(self, unet, vae) -> None:
         super().__init__()
         self.denoising_unet, self.vae = unet, vae
+
+
+def test_reduced_statistics_candidate_gives_each_samples_channel_statistics():
+    from benchmarks.step_variants import reduced_statistics
+
+    torch.manual_seed(0)
+    offsets = torch.randn(3, 8, 1, 1, dtype=torch.float64) * 50  # a mean 17x the spread: cancellation shows here
+    x = (torch.randn(3, 8, 6, 5, dtype=torch.float64) * 3 + offsets).contiguous(memory_format=torch.channels_last)
+    var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
+    got_mean, got_var = reduced_statistics(x, 1e-6)
+    torch.testing.assert_close(got_mean, mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_var, var, rtol=1e-9, atol=1e-9)
+    got_mean32, got_var32 = reduced_statistics(x.float(), 1e-6)  # fp32: cancellation costs ~mean^2/var x 1e-7
+    assert (got_var32.double() - var).abs().max() <= 1e-3 * var.max()
