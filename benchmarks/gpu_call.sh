@@ -133,6 +133,11 @@ plan_gpu_tests() {  # [MORE TEST FILES]
   log "gpu tests"; timeout ${GPU_TESTS_TIMEOUT:-120} $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
     tests/test_device_plans.py "$@" > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
 }
+step_variants_graphed() {  # the step variants (2 rounds); prints each variant's graphed median
+  log step-variants; $FG timeout ${VARIANTS_TIMEOUT:-240} $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" \
+    --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1
+  grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z -]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
+}
 record_book() {  # a fresh plan-book folder, and a whole animate that records this run's book into it
   export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
   animate ${CLIP_FRAMES:-300} 10s-record
@@ -618,8 +623,7 @@ AL)  # next session: what call AJ could not measure, and the fp32 candidate for 
   upstream
   plan_gpu_tests tests/models/test_attention_kernels.py tests/models/test_group_norm.py tests/backends/test_graphs.py
   grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1
-  log step-variants; $FG timeout ${VARIANTS_TIMEOUT:-300} $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" \
-    --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1; grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z -]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
+  VARIANTS_TIMEOUT=${VARIANTS_TIMEOUT:-300} step_variants_graphed
   record_book
   for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
   ;;

@@ -84,13 +84,17 @@ class _ReferenceAttention(torch.nn.Module):
         return multihead_attention(self.attn, x, reference_kv=reference, num_frames=2)
 
 
-def test_traced_attention_keeps_sdpa_over_the_joined_keys():
-    # an ONNX or TorchScript trace cannot hold the private operators that return log-sum-exps
+def _traceable() -> tuple[_ReferenceAttention, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     module = _ReferenceAttention().eval()
-    hidden = torch.randn(4, 6, 16)
     with torch.no_grad():
-        reference = project_reference(module.attn, torch.randn(2, 5, 16))
+        return module, torch.randn(4, 6, 16), project_reference(module.attn, torch.randn(2, 5, 16))
+
+
+def test_traced_attention_keeps_sdpa_over_the_joined_keys():
+    # an ONNX or TorchScript trace cannot hold the private operators that return log-sum-exps
+    module, hidden, reference = _traceable()
+    with torch.no_grad():
         traced = torch.jit.trace(module, (hidden, reference), check_trace=False)
         torch.testing.assert_close(traced(hidden, reference), module(hidden, reference), rtol=1e-5, atol=1e-6)
     ops = {node.kind() for node in traced.inlined_graph.nodes()}
@@ -100,11 +104,8 @@ def test_traced_attention_keeps_sdpa_over_the_joined_keys():
 
 def test_exported_attention_keeps_sdpa_over_the_joined_keys():
     # torch.export (the AOTInductor engine's path) traces the joined keys too: inductor picks its own kernels
-    torch.manual_seed(0)
-    module = _ReferenceAttention().eval()
-    hidden = torch.randn(4, 6, 16)
+    module, hidden, reference = _traceable()
     with torch.no_grad():
-        reference = project_reference(module.attn, torch.randn(2, 5, 16))
         exported = torch.export.export(module, (hidden, reference), strict=False)
     ops = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
     assert {"aten.scaled_dot_product_attention.default", "aten.cat.default"} <= ops
