@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
-from benchmarks.step_variants import cast, deviation, deviations, timed_ms
+from benchmarks.step_variants import cast, deviation, deviations, kernels_off, timed_ms
 
 log = logging.getLogger("benchmarks.attention_backends")
 
@@ -170,18 +170,6 @@ def routed(choice: dict[Call, str]):
 def first(name: str):
     order = [BACKENDS[name]] + [b for n, b in BACKENDS.items() if n != name]
     return sdpa_kernel(order, set_priority=True)
-
-
-@contextlib.contextmanager
-def kernels_off():
-    """Every attention through SDPA, the reference tokens joined per frame (``attention_kernels.enabled``)."""
-    from personalive.models import attention_kernels
-
-    attention_kernels.enabled = False
-    try:
-        yield
-    finally:
-        attention_kernels.enabled = True
 
 
 @contextlib.contextmanager

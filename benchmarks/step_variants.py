@@ -142,10 +142,20 @@ def diffusers_resnets(module: torch.nn.Module):
             m.__class__ = LeanResnetBlock2D
 
 
+@contextlib.contextmanager
+def kernels_off():
+    """Every attention through SDPA, the reference tokens joined per frame (``attention_kernels.enabled``)."""
+    from personalive.models import attention_kernels
+
+    attention_kernels.enabled = False
+    try:
+        yield
+    finally:
+        attention_kernels.enabled = True
+
+
 def joined_attention(module: torch.nn.Module):
     """Every attention through SDPA, the reference tokens joined per frame (before the twelfth session)."""
-    from benchmarks.attention_backends import kernels_off
-
     return kernels_off()
 
 

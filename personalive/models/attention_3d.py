@@ -33,12 +33,6 @@ __all__ = [
 ]
 
 
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    # (N, L, heads*d) -> (N, heads, L, d)
-    n, length, inner = x.shape
-    return x.view(n, length, heads, inner // heads).transpose(1, 2)
-
-
 def per_frame(tokens: torch.Tensor, frames: int) -> torch.Tensor:
     """(B, L, D) -> (B*F, L, D), each batch element repeated for its frames.
 
@@ -107,7 +101,8 @@ def multihead_attention(
         key = _append_per_frame(key, ref_key, num_frames)
         value = _append_per_frame(value, ref_value, num_frames)
     attend = attention_kernels.short_sequence_attention if eager else F.scaled_dot_product_attention
-    out = attend(_split_heads(query, heads), _split_heads(key, heads), _split_heads(value, heads))
+    split = attention_kernels.split_heads
+    out = attend(split(query, heads), split(key, heads), split(value, heads))
     n, _, length, head_dim = out.shape
     out = out.transpose(1, 2).reshape(n, length, heads * head_dim)
     return attn.to_out[1](attn.to_out[0](out))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SHORT_SEQUENCE", "eager_kernels", "shared_reference_attention", "short_sequence_attention"]
+__all__ = ["SHORT_SEQUENCE", "eager_kernels", "shared_reference_attention", "short_sequence_attention", "split_heads"]
 
 # off: every attention through scaled_dot_product_attention, the reference tokens joined per frame (benchmarks)
 enabled = True
@@ -40,27 +40,27 @@ def eager_kernels() -> bool:
 _CUDNN_REFUSED: set[tuple] = set()
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    # (N, L, heads*d) -> (N, heads, L, d), a view
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(N, L, heads*d) -> (N, heads, L, d), a view."""
     n, length, inner = x.shape
     return x.view(n, length, heads, inner // heads).transpose(1, 2)
 
 
 def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention (N, H, Lq, d) and the log-sum-exp of each query's scaled scores, (N, H, Lq) in fp32."""
-    length = q.shape[2]
     kind = (q.device.type, q.dtype, q.shape[-1])
+    result = None
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and kind not in _CUDNN_REFUSED:
         try:
-            out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True)[:2]
-            return out, lse.reshape(*q.shape[:2], -1)[..., :length].float()
+            result = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True)[:2]
         except RuntimeError:  # a check before any launch (this GPU's cuDNN, this head size): not this kind again
             _CUDNN_REFUSED.add(kind)
-    if q.is_cuda:  # fp32 (cuDNN's kernels are half-precision only) and the refused; log-sum-exp rows are padded
-        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True)[:2]
-    else:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
-    return out, lse.reshape(*q.shape[:2], -1)[..., :length].float()
+    if result is None and q.is_cuda:  # fp32 (cuDNN's are half-precision only), the refused; rows of lse padded
+        result = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True)[:2]
+    elif result is None:
+        result = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+    out, lse = result
+    return out, lse.reshape(*q.shape[:2], -1)[..., : q.shape[2]].float()
 
 
 def shared_reference_attention(
@@ -79,9 +79,11 @@ def shared_reference_attention(
     n, length, inner = query.shape
     batch = reference_key.shape[0]
     frames = n // batch
-    own, own_lse = attention_with_lse(_heads(query, heads), _heads(key, heads), _heads(value, heads))
-    every_query = _heads(query.reshape(batch, frames * length, inner), heads)  # a view: tokens are frame-major
-    shared, shared_lse = attention_with_lse(every_query, _heads(reference_key, heads), _heads(reference_value, heads))
+    own, own_lse = attention_with_lse(split_heads(query, heads), split_heads(key, heads), split_heads(value, heads))
+    every_query = split_heads(query.reshape(batch, frames * length, inner), heads)  # a view: tokens are frame-major
+    shared, shared_lse = attention_with_lse(
+        every_query, split_heads(reference_key, heads), split_heads(reference_value, heads)
+    )
     # (B, H, F*L) -> (B*F, H, L); each query's weight of its own part: exp(lse_own) / (exp(lse_own) + exp(lse_ref))
     shared_lse = shared_lse.view(batch, heads, frames, length).transpose(1, 2).reshape(n, heads, length)
     own_weight = torch.sigmoid(own_lse - shared_lse).transpose(1, 2).unsqueeze(-1).to(own.dtype)  # (N, L, H, 1)

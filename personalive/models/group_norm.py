@@ -71,9 +71,7 @@ class SplitGroupNorm(nn.GroupNorm):
     split: int | None = None  # a fixed k for tests; None: split_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _traced() or not self.affine or x.ndim < 3 or x.requires_grad:  # inference only
-            return super().forward(x)
-        if self.split == 1:  # forced plain (benchmarks: PyTorch's kernels)
+        if self._plain_only(x):
             return super().forward(x)
         if self._takes_channels_last(x):
             return self._channels_last(x)
@@ -110,12 +108,16 @@ class SplitGroupNorm(nn.GroupNorm):
         """``self(x + bias)`` for a per-channel ``bias`` (C,), the add folded into the statistics and the element
         kernel where the channels-last path runs: a convolution's bias without its own pass over the image (the
         VAE decoder's residual blocks, :mod:`personalive.models.resnet`)."""
-        if not _traced() and not x.requires_grad and self.affine and self._takes_channels_last(x):
+        if not self._plain_only(x) and self._takes_channels_last(x):
             return self._channels_last(x, bias)
         return self(x + bias.view(1, -1, *[1] * (x.ndim - 2)))
 
+    def _plain_only(self, x: torch.Tensor) -> bool:
+        # inference only; split 1 forces PyTorch's kernels (benchmarks)
+        return _traced() or not self.affine or x.ndim < 3 or x.requires_grad or self.split == 1
+
     def _takes_channels_last(self, x: torch.Tensor) -> bool:
-        return self.split != 1 and channels_last_only(x) and (x.is_cuda or self.split is not None)
+        return channels_last_only(x) and (x.is_cuda or self.split is not None)
 
     def _channels_last(self, x: torch.Tensor, input_bias: torch.Tensor | None = None) -> torch.Tensor:
         """GroupNorm of a channels-last image batch without turning it to NCHW (PyTorch's CUDA kernel copies it):

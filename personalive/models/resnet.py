@@ -32,25 +32,24 @@ class LeanResnetBlock2D(ResnetBlock2D):
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None, *args, **kwargs) -> torch.Tensor:
         plain = self.upsample is None and self.downsample is None and self.time_embedding_norm == "default"
-        if args or kwargs or self.training or not plain or not isinstance(self.conv1, nn.Conv2d):
+        conv1 = self.conv1
+        usual = (
+            isinstance(conv1, nn.Conv2d) and conv1.bias is not None and (temb is None) == (self.time_emb_proj is None)
+        )
+        if args or kwargs or self.training or not plain or not usual:
             return super().forward(input_tensor, temb, *args, **kwargs)
         hidden_states = self.nonlinearity(self.norm1(input_tensor))
-        if self.time_emb_proj is not None and temb is not None and self.conv1.bias is not None:
+        if temb is not None:
             if not self.skip_time_act:
                 temb = self.nonlinearity(temb)
-            shift = self.time_emb_proj(temb) + self.conv1.bias  # (N, C): conv1's bias joins the time embedding
-            hidden_states = self.conv1._conv_forward(hidden_states, self.conv1.weight, None) + shift[:, :, None, None]
-            hidden_states = self.norm2(hidden_states)
-        elif temb is None and self.conv1.bias is not None and isinstance(self.norm2, SplitGroupNorm):
-            # no time embedding (the VAE): the bias joins norm2's statistics and element kernel instead
-            hidden_states = self.conv1._conv_forward(hidden_states, self.conv1.weight, None)
-            hidden_states = self.norm2.biased(hidden_states, self.conv1.bias)
+            shift = self.time_emb_proj(temb) + conv1.bias  # (N, C): conv1's bias joins the time embedding
+            hidden_states = self.norm2(
+                conv1._conv_forward(hidden_states, conv1.weight, None) + shift[:, :, None, None]
+            )
+        elif isinstance(self.norm2, SplitGroupNorm):  # no time embedding (the VAE): the bias goes into norm2
+            hidden_states = self.norm2.biased(conv1._conv_forward(hidden_states, conv1.weight, None), conv1.bias)
         else:
-            hidden_states = self.conv1(hidden_states)
-            if self.time_emb_proj is not None and temb is not None:
-                temb = temb if self.skip_time_act else self.nonlinearity(temb)
-                hidden_states = hidden_states + self.time_emb_proj(temb)[:, :, None, None]
-            hidden_states = self.norm2(hidden_states)
+            hidden_states = self.norm2(conv1(hidden_states))
         hidden_states = self.conv2(self.dropout(self.nonlinearity(hidden_states)))
         if self.conv_shortcut is not None:
             input_tensor = self.conv_shortcut(input_tensor)
