@@ -17,6 +17,9 @@ Variants (the networks' weights are shared; only the code path differs):
   off: the code before the twelfth session);
 * ``reduced statistics``: a candidate, not the product: the channels-last GroupNorm's statistics in two fp32
   reductions over every sample at once (:func:`reduced_statistics`) instead of batch norm's kernel per sample;
+* ``std statistics``: a second candidate: the same statistics from one Welford reduction (``torch.std_mean``)
+  over every sample at once, mean and standard deviation in the input's dtype; unlike call AJ's variance, a
+  standard deviation cannot overflow fp16 (it is at most the largest |x|), and there is no cancellation;
 * ``before``: the decoder NCHW, PyTorch's GroupNorm, the joined attention, diffusers' residual blocks, diffusers' GEGLU
   forward, the per-frame copy then the concatenation, diffusers' attention processor
   in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
@@ -172,17 +175,38 @@ def reduced_statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch
     return mean, (mean_square - mean.square()).clamp_min(0)
 
 
+def std_statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A candidate for ``group_norm.channels_last_statistics``: every sample's per-channel mean and standard
+    deviation from one Welford reduction over the (n, h*w, c) view (accumulated in fp32, returned in the input's
+    dtype: a standard deviation is at most max|x|, so it stays in fp16's range where call AJ's variance did not),
+    squared in fp32. Its cost: one rounding of each statistic to the input's dtype."""
+    n, c = x.shape[:2]
+    std, mean = torch.std_mean(x.permute(0, 2, 3, 1).reshape(n, -1, c), dim=1, correction=0)
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return mean.to(dtype), std.to(dtype).square()
+
+
 @contextlib.contextmanager
-def reduced_norm_statistics(module: torch.nn.Module):
-    """The channels-last GroupNorm's statistics from :func:`reduced_statistics` inside the block (a candidate)."""
+def _statistics(candidate):
+    """The channels-last GroupNorm's statistics from ``candidate`` inside the block."""
     from personalive.models import group_norm
 
     product = group_norm.channels_last_statistics
-    group_norm.channels_last_statistics = reduced_statistics
+    group_norm.channels_last_statistics = candidate
     try:
         yield
     finally:
         group_norm.channels_last_statistics = product
+
+
+def reduced_norm_statistics(module: torch.nn.Module):
+    """The channels-last GroupNorm's statistics from :func:`reduced_statistics` inside the block (a candidate)."""
+    return _statistics(reduced_statistics)
+
+
+def std_norm_statistics(module: torch.nn.Module):
+    """The channels-last GroupNorm's statistics from :func:`std_statistics` inside the block (a candidate)."""
+    return _statistics(std_statistics)
 
 
 VARIANTS = {  # name -> the context its calls run in (``module`` given)
@@ -192,6 +216,7 @@ VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "joined attention": joined_attention,
     "diffusers resnets": diffusers_resnets,
     "reduced statistics": reduced_norm_statistics,
+    "std statistics": std_norm_statistics,
     "before": lambda module: _before_all(module),
 }
 
@@ -229,10 +254,12 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
         resnets_out = plain(inputs)
     with reduced_norm_statistics(module):
         reduced_out = plain(inputs)
+    with std_norm_statistics(module):
+        std_out = plain(inputs)
     row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
     row |= deviations("deviation_nchw", fast_out, nchw_out) | deviations("deviation_joined", fast_out, joined_out)
     row |= deviations("deviation_resnets", fast_out, resnets_out)
-    row |= deviations("deviation_reduced", fast_out, reduced_out)
+    row |= deviations("deviation_reduced", fast_out, reduced_out) | deviations("deviation_std", fast_out, std_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():
