@@ -618,7 +618,8 @@ AK)  # twelfth session, last minutes: AJ's animate wrote nearly flat frames (fp1
   animate ${CLIP_FRAMES:-300} 10s-default-1
   upstream
   ;;
-AL)  # next session: what call AJ could not measure, and the fp32 candidate for the channels-last statistics
+AL|AM)  # AL: what call AJ could not measure, two candidates for the channels-last statistics; AM: the same rows
+        # after the statistics from fp32 sums and the joined shortcut biases (thirteenth session)
   compile_site
   upstream
   plan_gpu_tests tests/models/test_attention_kernels.py tests/models/test_group_norm.py tests/backends/test_graphs.py

@@ -15,11 +15,11 @@ Variants (the networks' weights are shared; only the code path differs):
   (``personalive.models.attention_kernels`` off: the code before the twelfth session);
 * ``diffusers resnets``: the product with diffusers' own residual-block forward (``personalive.models.resnet``
   off: the code before the twelfth session);
-* ``reduced statistics``: a candidate, not the product: the channels-last GroupNorm's statistics in two fp32
-  reductions over every sample at once (:func:`reduced_statistics`) instead of batch norm's kernel per sample;
-* ``std statistics``: a second candidate: the same statistics from one Welford reduction (``torch.std_mean``)
-  over every sample at once, mean and standard deviation in the input's dtype; unlike call AJ's variance, a
-  standard deviation cannot overflow fp16 (it is at most the largest |x|), and there is no cancellation;
+* ``per-sample statistics``: the product with the channels-last GroupNorm's statistics from batch norm's kernel
+  once per sample (the code before the thirteenth session; the product sums every sample at once in fp32;
+  call AL measured ``torch.std_mean``'s one Welford reduction too, slower and rounded to fp16);
+* ``separate shortcut biases``: the product with the residual blocks' ``conv2`` bias added on its own where the
+  block has a 1x1 shortcut (the product joins it to the shortcut's: the code before the thirteenth session);
 * ``before``: the decoder NCHW, PyTorch's GroupNorm, the joined attention, diffusers' residual blocks, diffusers' GEGLU
   forward, the per-frame copy then the concatenation, diffusers' attention processor
   in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
@@ -157,33 +157,33 @@ def kernels_off():
         attention_kernels.enabled = True
 
 
+@contextlib.contextmanager
+def separate_shortcut_biases(module: torch.nn.Module):
+    """The residual blocks with 1x1 shortcuts adding ``conv2``'s bias as a pass of its own (before the thirteenth
+    session)."""
+    from personalive.models import resnet
+
+    product = resnet._joins_biases
+    resnet._joins_biases = lambda conv2, shortcut: False
+    try:
+        yield
+    finally:
+        resnet._joins_biases = product
+
+
 def joined_attention(module: torch.nn.Module):
     """Every attention through SDPA, the reference tokens joined per frame (before the twelfth session)."""
     return kernels_off()
 
 
-def reduced_statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A candidate for ``group_norm.channels_last_statistics``: every sample's per-channel mean and mean square in
-    two fp32 reductions over the (n, h*w, c) view (cast as read, no copy), variance = mean square - mean^2. Call AJ
-    measured a one-reduction form 2.35 ms a step faster than the per-sample kernel, but its statistics came in
-    fp16 and overflowed; this one stays fp32 (its cost: cancellation where a channel's mean dwarfs its spread)."""
-    n, c = x.shape[:2]
-    tokens = x.permute(0, 2, 3, 1).reshape(n, -1, c)
-    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    mean = tokens.mean(dim=1, dtype=dtype)
-    mean_square = torch.linalg.vector_norm(tokens, 2, dim=1, dtype=dtype).square() / tokens.shape[1]
-    return mean, (mean_square - mean.square()).clamp_min(0)
-
-
-def std_statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A candidate for ``group_norm.channels_last_statistics``: every sample's per-channel mean and standard
-    deviation from one Welford reduction over the (n, h*w, c) view (accumulated in fp32, returned in the input's
-    dtype: a standard deviation is at most max|x|, so it stays in fp16's range where call AJ's variance did not),
-    squared in fp32. Its cost: one rounding of each statistic to the input's dtype."""
-    n, c = x.shape[:2]
-    std, mean = torch.std_mean(x.permute(0, 2, 3, 1).reshape(n, -1, c), dim=1, correction=0)
-    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    return mean.to(dtype), std.to(dtype).square()
+def per_sample_statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The channels-last GroupNorm's statistics before the thirteenth session: batch norm's statistics kernel once
+    per sample (fp32), as the variant ``per-sample statistics`` (CUDA's kernel; elsewhere Welford)."""
+    if not x.is_cuda:
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0)
+        return mean, var
+    stats = [torch.batch_norm_stats(x[i : i + 1], eps) for i in range(x.shape[0])]
+    return torch.stack([m for m, _ in stats]), torch.stack([s for _, s in stats]).pow(-2) - eps
 
 
 @contextlib.contextmanager
@@ -199,14 +199,9 @@ def _statistics(candidate):
         group_norm.channels_last_statistics = product
 
 
-def reduced_norm_statistics(module: torch.nn.Module):
-    """The channels-last GroupNorm's statistics from :func:`reduced_statistics` inside the block (a candidate)."""
-    return _statistics(reduced_statistics)
-
-
-def std_norm_statistics(module: torch.nn.Module):
-    """The channels-last GroupNorm's statistics from :func:`std_statistics` inside the block (a candidate)."""
-    return _statistics(std_statistics)
+def per_sample_norm_statistics(module: torch.nn.Module):
+    """The channels-last GroupNorm's statistics from :func:`per_sample_statistics` inside the block."""
+    return _statistics(per_sample_statistics)
 
 
 VARIANTS = {  # name -> the context its calls run in (``module`` given)
@@ -215,8 +210,8 @@ VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "plain group norm": plain_group_norm,
     "joined attention": joined_attention,
     "diffusers resnets": diffusers_resnets,
-    "reduced statistics": reduced_norm_statistics,
-    "std statistics": std_norm_statistics,
+    "per-sample statistics": per_sample_norm_statistics,
+    "separate shortcut biases": separate_shortcut_biases,
     "before": lambda module: _before_all(module),
 }
 
@@ -252,14 +247,15 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
         joined_out = plain(inputs)
     with diffusers_resnets(module):
         resnets_out = plain(inputs)
-    with reduced_norm_statistics(module):
-        reduced_out = plain(inputs)
-    with std_norm_statistics(module):
-        std_out = plain(inputs)
+    with per_sample_norm_statistics(module):
+        per_sample_out = plain(inputs)
+    with separate_shortcut_biases(module):
+        separate_out = plain(inputs)
     row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
     row |= deviations("deviation_nchw", fast_out, nchw_out) | deviations("deviation_joined", fast_out, joined_out)
     row |= deviations("deviation_resnets", fast_out, resnets_out)
-    row |= deviations("deviation_reduced", fast_out, reduced_out) | deviations("deviation_std", fast_out, std_out)
+    row |= deviations("deviation_per_sample", fast_out, per_sample_out)
+    row |= deviations("deviation_shortcut", fast_out, separate_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():

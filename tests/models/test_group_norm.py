@@ -81,6 +81,24 @@ def test_channels_last_images_normalised_in_place_of_their_layout(shape, groups)
         assert _rel(norm.float()(x.float()), expected) < 2e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_channels_last_half_statistics_from_fp32_sums_within_the_dtypes_rounding(dtype):
+    # half-precision images take their statistics from fp32 sums (mean square - mean^2): a group's mean ~30x its
+    # spread cancels, but the error stays within the output's own rounding (statistics rounded to the dtype, as
+    # torch.std_mean gives them, land at ~3 epsilons here)
+    norm, x = _norm_and_input((2, 64, 16, 16), 32)
+    group_offsets = torch.randn(2, 32, 1, 1, 1, dtype=torch.float64) * 100
+    x = ((x - x.mean(dim=(2, 3), keepdim=True)).view(2, 32, 2, 16, 16) + group_offsets).view(x.shape)
+    with torch.no_grad():
+        xh = x.to(dtype)
+        expected = norm(xh.double())  # the exact norm of the rounded input
+        split_group_norms(nn.Sequential(norm))
+        norm.to(dtype).split = 2
+        ours = norm(xh.contiguous(memory_format=torch.channels_last))
+    assert ours.dtype == dtype and ours.is_contiguous(memory_format=torch.channels_last)
+    assert _rel(ours, expected) <= 2 * torch.finfo(dtype).eps
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_biased_is_the_norm_of_the_sum(channels_last):
     norm, x = _norm_and_input(*SHAPES[0])
