@@ -71,8 +71,10 @@
 #      channels-last GroupNorm statistics in one reduction, the VAE's conv1 bias in norm2); the whole eager animate.
 #   AK: (twelfth session, after AJ's flat frames) the GPU tests of GroupNorm (fp16 overflow, the folded bias); the whole
 #      eager animate (its output's size says whether the frames are pictures); upstream last.
-#   AL: (next session) upstream; the GPU tests; the step variants at 0 and 3 keyframes (the product after the VAE's
-#      folded bias, never measured alone; the candidate channels-last statistics in fp32 reductions); the whole animate.
+#   AL: (thirteenth session) upstream; the GPU tests; the step variants at 0 and 3 keyframes (the product after the
+#      VAE's folded bias; two candidate channels-last statistics); the whole animate. AM: the same after the change.
+#   AN: (thirteenth session) upstream; `animate --backend compile` three times on one compile cache: the first
+#      compilation, then two warm starts in fresh processes.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -627,6 +629,12 @@ AL|AM)  # AL: what call AJ could not measure, two candidates for the channels-la
   VARIANTS_TIMEOUT=${VARIANTS_TIMEOUT:-300} step_variants_graphed
   record_book
   for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
+  ;;
+AN)  # thirteenth session: the compile backend's first compilation and warm start as a user runs them (issue 15
+     # item 1: a second process on the same compile cache starts in <= 30 s), beside upstream's figure
+  upstream
+  ANIMATE_TIMEOUT=${FIRST_TIMEOUT:-420} animate ${CLIP_FRAMES:-300} 10s-compile-first --backend compile
+  for i in 1 2; do ANIMATE_TIMEOUT=${WARM_TIMEOUT:-150} animate ${CLIP_FRAMES:-300} 10s-compile-warm-$i --backend compile; done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

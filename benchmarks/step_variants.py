@@ -18,8 +18,6 @@ Variants (the networks' weights are shared; only the code path differs):
 * ``per-sample statistics``: the product with the channels-last GroupNorm's statistics from batch norm's kernel
   once per sample (the code before the thirteenth session; the product sums every sample at once in fp32;
   call AL measured ``torch.std_mean``'s one Welford reduction too, slower and rounded to fp16);
-* ``separate shortcut biases``: the product with the residual blocks' ``conv2`` bias added on its own where the
-  block has a 1x1 shortcut (the product joins it to the shortcut's: the code before the thirteenth session);
 * ``before``: the decoder NCHW, PyTorch's GroupNorm, the joined attention, diffusers' residual blocks, diffusers' GEGLU
   forward, the per-frame copy then the concatenation, diffusers' attention processor
   in the VAE, the transformers' permuted token views and convolutions (the code before the sixth session).
@@ -157,20 +155,6 @@ def kernels_off():
         attention_kernels.enabled = True
 
 
-@contextlib.contextmanager
-def separate_shortcut_biases(module: torch.nn.Module):
-    """The residual blocks with 1x1 shortcuts adding ``conv2``'s bias as a pass of its own (before the thirteenth
-    session)."""
-    from personalive.models import resnet
-
-    product = resnet._joins_biases
-    resnet._joins_biases = lambda conv2, shortcut: False
-    try:
-        yield
-    finally:
-        resnet._joins_biases = product
-
-
 def joined_attention(module: torch.nn.Module):
     """Every attention through SDPA, the reference tokens joined per frame (before the twelfth session)."""
     return kernels_off()
@@ -211,7 +195,6 @@ VARIANTS = {  # name -> the context its calls run in (``module`` given)
     "joined attention": joined_attention,
     "diffusers resnets": diffusers_resnets,
     "per-sample statistics": per_sample_norm_statistics,
-    "separate shortcut biases": separate_shortcut_biases,
     "before": lambda module: _before_all(module),
 }
 
@@ -249,13 +232,10 @@ def compare(module, inputs: dict, device: torch.device, graphs: bool, rounds: in
         resnets_out = plain(inputs)
     with per_sample_norm_statistics(module):
         per_sample_out = plain(inputs)
-    with separate_shortcut_biases(module):
-        separate_out = plain(inputs)
     row = deviations("deviation", fast_out, before_out) | deviations("deviation_gn", fast_out, plain_gn_out)
     row |= deviations("deviation_nchw", fast_out, nchw_out) | deviations("deviation_joined", fast_out, joined_out)
     row |= deviations("deviation_resnets", fast_out, resnets_out)
     row |= deviations("deviation_per_sample", fast_out, per_sample_out)
-    row |= deviations("deviation_shortcut", fast_out, separate_out)
     graphed = {}
     if graphs:  # one capture per variant: the replayed kernels are fixed at capture
         for name, context in VARIANTS.items():

@@ -1,20 +1,20 @@
-"""diffusers' ``ResnetBlock2D`` with up to three passes fewer over its activations, for the same function.
+"""diffusers' ``ResnetBlock2D`` with two passes fewer over its activations, for the same function.
 
 The UNets' and the VAE's residual blocks are diffusers' (their parameter names are the checkpoints'). Their forward
-makes full passes over the block's activations that change nothing worth a pass:
+makes two full passes over the block's activations that change nothing worth a pass:
 
 * ``conv1``'s bias is added to the image (PyTorch adds a convolution's bias as a separate kernel), and then the time
   embedding is added to it: the bias can join the time embedding first, a (N, C) add instead of an image-sized one
   (the sum is the same; its rounding order differs). Without a time embedding (the VAE) the bias goes into
   ``norm2`` instead (:meth:`~personalive.models.group_norm.SplitGroupNorm.biased`: shifted channel means, no pass
   where its channels-last path runs);
-* where the block has a 1x1 shortcut convolution (its channel count changes), ``conv2``'s bias is added as an
-  image of its own and then the shortcut's output: the two biases can be one, the shortcut's (thirteenth session);
 * the output is divided by ``output_scale_factor``, which is 1 in every block of the release: a division by 1 is
   an identity, and a full read and write (the VAE decoder's 512x512 blocks: 268 MB each way).
 
 :class:`LeanResnetBlock2D` does neither where it can; blocks with up/down-sampling, another time-embedding norm or
-any extra argument run diffusers' forward unchanged, and so does training.
+any extra argument run diffusers' forward unchanged, and so does training. (Joining ``conv2``'s bias to a 1x1
+shortcut convolution's saves a third pass by arithmetic; measured on an H200 it gained nothing, thirteenth
+session's call AM, and was left out.)
 """
 
 from __future__ import annotations
@@ -52,26 +52,11 @@ class LeanResnetBlock2D(ResnetBlock2D):
             hidden_states = self.norm2.biased(conv1._conv_forward(hidden_states, conv1.weight, None), conv1.bias)
         else:
             hidden_states = self.norm2(conv1(hidden_states))
-        hidden_states = self.dropout(self.nonlinearity(hidden_states))
-        conv2, shortcut = self.conv2, self.conv_shortcut
-        if _joins_biases(conv2, shortcut):  # conv2's bias joins the shortcut's: one image-sized add fewer
-            hidden_states = conv2._conv_forward(hidden_states, conv2.weight, None)
-            input_tensor = shortcut._conv_forward(input_tensor, shortcut.weight, shortcut.bias + conv2.bias)
-        else:
-            hidden_states = conv2(hidden_states)
-            if shortcut is not None:
-                input_tensor = shortcut(input_tensor)
+        hidden_states = self.conv2(self.dropout(self.nonlinearity(hidden_states)))
+        if self.conv_shortcut is not None:
+            input_tensor = self.conv_shortcut(input_tensor)
         output = input_tensor + hidden_states
         return output if self.output_scale_factor == 1 else output / self.output_scale_factor
-
-
-def _joins_biases(conv2: nn.Module, shortcut: nn.Module | None) -> bool:
-    return (
-        isinstance(conv2, nn.Conv2d)
-        and isinstance(shortcut, nn.Conv2d)
-        and conv2.bias is not None
-        and shortcut.bias is not None
-    )
 
 
 def lean_resnets(module: nn.Module) -> int:
