@@ -113,16 +113,21 @@ def run_timed(cmd: list[str], timeout: float) -> tuple[subprocess.CompletedProce
             lines.append(line)
             timeline.append([round(time.perf_counter() - start, 2), line.rstrip()[:160]])
 
+    out: list[str] = []
     reader = threading.Thread(target=read, daemon=True)
+    # stdout read on a thread too: reading it here would block until the command exits, past ``timeout``
+    stdout_reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
     reader.start()
+    stdout_reader.start()
     try:
-        stdout = proc.stdout.read()
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+        timeline.append([round(time.perf_counter() - start, 2), f"(killed after the {timeout} s timeout)"])
     reader.join(timeout=5)
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, "".join(lines)), timeline
+    stdout_reader.join(timeout=5)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(lines)), timeline
 
 
 def write_profile(stats_file: Path, out: Path, top: int = 80) -> None:
