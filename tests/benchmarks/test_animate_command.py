@@ -9,7 +9,10 @@ from benchmarks.animate_command import run_timed
 
 
 def test_run_timed_stamps_stderr_lines_and_returns_stdout():
-    code = "import sys, time; print('out'); sys.stderr.write('one\\n'); sys.stderr.flush(); time.sleep(0.3); sys.stderr.write('two\\n')"
+    code = (
+        "import sys, time; print('out'); sys.stderr.write('one\\n'); sys.stderr.flush(); time.sleep(0.3); "
+        "sys.stderr.write('two\\n')"
+    )
     proc, timeline = run_timed([sys.executable, "-c", code], timeout=30)
     assert proc.returncode == 0 and proc.stdout == "out\n"
     assert [line for _, line in timeline] == ["one", "two"]
