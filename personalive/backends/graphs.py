@@ -122,7 +122,7 @@ class _Captured:
     def capture(
         cls, run: StepFn, inputs: dict[str, torch.Tensor], pool: Any, stream: torch.cuda.Stream, warmups: int = 0
     ) -> _Captured:
-        static = {name: tensor.detach().clone() for name, tensor in inputs.items()}
+        static = {name: static_copy(tensor) for name, tensor in inputs.items()}
         # behind everything queued so far (the static copies included); no device synchronisation
         stream.wait_stream(torch.cuda.current_stream())
         graph = torch.cuda.CUDAGraph()
@@ -138,7 +138,22 @@ class _Captured:
         return cls(graph, static, outputs)
 
     def replay(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        for name, buffer in self.inputs.items():
-            buffer.copy_(inputs[name], non_blocking=True)
-        self.graph.replay()
-        return {name: tensor.clone() for name, tensor in self.outputs.items()}
+        with torch.inference_mode():  # the buffers may be inference tensors; the clones are, as a plain call's
+            for name, buffer in self.inputs.items():
+                buffer.copy_(inputs[name], non_blocking=True)
+            self.graph.replay()
+            return {name: tensor.clone() for name, tensor in self.outputs.items()}
+
+
+def static_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A static input buffer for ``tensor``: a copy, and an inference tensor exactly where ``tensor`` is one.
+
+    Why: torch.compile guards on that property. The job feeds each window's outputs (inference tensors, made under
+    the steps' ``inference_mode``) back as the next window's inputs; buffers copied outside it were plain tensors,
+    so the compiled step recompiled inside the capture and the capture failed ("operation failed due to a previous
+    error during capture"; thirteenth session, call AO: the compile backend ran without graphs since the captures
+    lost their warm-up run in the eleventh session). Replays return inference tensors for the same reason."""
+    if tensor.is_inference():
+        with torch.inference_mode():
+            return tensor.clone()
+    return tensor.detach().clone()

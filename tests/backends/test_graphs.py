@@ -120,3 +120,35 @@ def test_backends_read_the_setting(tiny_weights):
     assert EagerWindowStep.from_models(models, off, torch.device("cpu")).graphed is None
     with pytest.raises(Exception, match="cuda_graphs"):
         load_config(options={"runtime.cuda_graphs": "sometimes"})
+
+
+def test_static_buffers_keep_each_inputs_inference_mode():
+    from personalive.backends.graphs import static_copy
+
+    with torch.inference_mode():
+        made_inside = torch.randn(2, 3)
+    plain = torch.randn(2, 3)
+    for tensor in (made_inside, plain):
+        copy = static_copy(tensor)
+        assert copy.is_inference() == tensor.is_inference()
+        assert torch.equal(copy, tensor) and copy.data_ptr() != tensor.data_ptr()
+
+
+def test_static_buffers_spare_the_compiled_step_a_recompile():
+    # the job feeds a window's outputs (inference tensors) back as inputs; the captured call on static buffers must
+    # meet the guards those windows compiled, or torch.compile recompiles inside the capture and it fails
+    from personalive.backends.graphs import static_copy
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, y: x * 2 + y, backend="eager", dynamic=False)
+    with torch.inference_mode():
+        state = torch.randn(4, 8)  # an earlier window's output
+    fresh = torch.randn(4, 8)
+    compiled(state, fresh)
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            compiled(static_copy(state), static_copy(fresh))  # no recompile
+            with pytest.raises(Exception, match="[Rr]ecompil"):  # the buffers made before: plain copies
+                compiled(state.detach().clone(), fresh)
+    finally:
+        torch._dynamo.reset()
