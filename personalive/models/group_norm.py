@@ -123,8 +123,8 @@ class SplitGroupNorm(nn.GroupNorm):
         """GroupNorm of a channels-last image batch without turning it to NCHW (PyTorch's CUDA kernel copies it):
         per-sample, per-channel statistics (:func:`channels_last_statistics`, fp32), combined into the groups'
         exactly, then batch norm's element kernel with each channel's group statistics, into a channels-last
-        output. ``n`` statistics and ``n`` element calls: a few samples (the VAE decodes 4 frames). With
-        ``input_bias`` (C,) it normalises ``x + input_bias`` without adding it (:meth:`biased`)."""
+        output. The statistics for all samples at once, the element kernel once per sample (the VAE decodes 4
+        frames). With ``input_bias`` (C,) it normalises ``x + input_bias`` without adding it (:meth:`biased`)."""
         n, c = x.shape[0], x.shape[1]
         g, per_channel = self.num_groups, c // self.num_groups
         exact = _exact(x.dtype)
@@ -158,8 +158,8 @@ def channels_last_statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor,
     sum of squares, the casts made as the values are read), variance = mean square - mean^2. Other dtypes: one
     Welford reduction (``torch.var_mean``) in their own dtype, exact to its rounding.
 
-    Why this form (thirteenth session, call AL, H200): batch norm's statistics kernel once per sample (the code
-    before) reads at ~0.3 TB/s; this is 2.0-2.7 ms a step faster with CUDA graphs. ``torch.var_mean`` (one
+    Why this form (thirteenth session, calls AL and AM, H200): batch norm's statistics kernel once per sample (the
+    code before) reads at ~0.3 TB/s; this is 2.0-2.9 ms a step faster with CUDA graphs. ``torch.var_mean`` (one
     Welford pass) returns its variance in the input's dtype: in fp16 the decoder's variances overflowed and the
     frames came out flat (call AJ); ``torch.std_mean`` cannot overflow but rounds the mean to fp16, and was slower.
     The cost of this form is cancellation where a channel's mean dwarfs its spread: the variance's error is
