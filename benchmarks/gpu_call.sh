@@ -74,7 +74,8 @@
 #   AL: (thirteenth session) upstream; the GPU tests; the step variants at 0 and 3 keyframes (the product after the
 #      VAE's folded bias; two candidate channels-last statistics); the whole animate. AM: the same after the change.
 #   AN: (thirteenth session) upstream; `animate --backend compile` three times on one compile cache: the first
-#      compilation, then two warm starts in fresh processes. AO: the same, the VAE in inductor's default mode.
+#      compilation, then two warm starts in fresh processes. AO: the graphs GPU tests, then the same with the VAE in
+#      inductor's default mode.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -635,6 +636,7 @@ AN|AO)  # thirteenth session: the compile backend's first compilation and warm s
   # the command's own timeout (animate_command --timeout) ends a run that is too slow and still writes its record.
   # AO: the same with the VAE in inductor's default mode (call AN's max-autotune did not finish in 300 s), no upstream
   [ "$CALL" = AO ] || upstream
+  [ "$CALL" = AO ] && { plan_gpu_tests tests/backends/test_graphs.py; grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1; }
   FIRST=${FIRST_TIMEOUT:-300}; WARM=${WARM_TIMEOUT:-110}; WARM_RUNS=${WARM_RUNS:-2}
   COMPILE=(--backend compile); [ "$CALL" = AO ] && COMPILE+=(--set runtime.compile_vae_mode=default)
   ANIMATE_TIMEOUT=$((FIRST + 30)) ANIMATE_ARGS="--timeout $FIRST" animate ${CLIP_FRAMES:-300} 10s-compile-first "${COMPILE[@]}"

@@ -152,3 +152,34 @@ def test_static_buffers_spare_the_compiled_step_a_recompile():
                 compiled(state.detach().clone(), fresh)
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_a_compiled_step_fed_its_own_outputs_is_captured_without_recompiling():
+    # as the job runs the compile backend: each call under inference_mode, its outputs the next call's inputs; the
+    # captured call on the static buffers must not recompile (compilation inside a capture fails it: call AO)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, y: (x * 0.5 + y, y + 1), backend="eager", dynamic=False)
+
+    def run(inputs):
+        with torch.inference_mode():
+            x, y = compiled(inputs["x"], inputs["y"])
+        return {"x": x, "y": y}
+
+    step = GraphedStep(run, "compiled test step")
+    state = {"x": torch.ones(4, device="cuda"), "y": torch.zeros(4, device="cuda")}  # the first window's: plain
+    try:
+        state = step(state)
+        state = step(state)  # from here on the inputs are a call's outputs, as in the job
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(3):  # the third call of the shape captures, then replays
+                state = step(state)
+    finally:
+        torch._dynamo.reset()
+    assert step.enabled and len(step.graphs) == 1
+    expected = {"x": torch.ones(4), "y": torch.zeros(4)}
+    for _ in range(5):
+        expected = {"x": expected["x"] * 0.5 + expected["y"], "y": expected["y"] + 1}
+    for name, tensor in expected.items():
+        torch.testing.assert_close(state[name].cpu(), tensor)
