@@ -632,9 +632,9 @@ AL|AM)  # AL: what call AJ could not measure, two candidates for the channels-la
   for i in 1 2; do animate ${CLIP_FRAMES:-300} 10s-default-$i; done
   ;;
 AN|AO)  # thirteenth session: the compile backend's first compilation and warm start as a user runs them (issue 15
-     # item 1: a second process on the same compile cache starts in <= 30 s), beside upstream's figure
-  # the command's own timeout (animate_command --timeout) ends a run that is too slow and still writes its record.
-  # AO: the same with the VAE in inductor's default mode (call AN's max-autotune did not finish in 300 s), no upstream
+     # item 1: a second process on the same compile cache starts in <= 30 s). AN beside upstream's figure; AO: the
+     # graphs GPU tests, the VAE in inductor's default mode (AN's max-autotune did not finish in 300 s), no upstream.
+  # the command's own timeout (animate_command --timeout) ends a run that is too slow and still writes its record
   [ "$CALL" = AO ] || upstream
   [ "$CALL" = AO ] && { plan_gpu_tests tests/backends/test_graphs.py; grep -E "passed|failed" "$OUT/gpu-tests.log" | tail -n 1; }
   FIRST=${FIRST_TIMEOUT:-300}; WARM=${WARM_TIMEOUT:-110}; WARM_RUNS=${WARM_RUNS:-2}
