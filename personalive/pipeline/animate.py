@@ -80,7 +80,7 @@ class DrivingInputs:
         return DrivingInputs(info, torch.cat([it.faces for it in items]))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def prepare_driving(models: Any, frames01: torch.Tensor, height: int, width: int, min_face_box: int) -> DrivingInputs:
     """(F, 3, H', W') in [0, 1] on the device -> keypoint info and keypoint-box face crops at the model resolution."""
     images = conditioning.resize(frames01, height, width)
@@ -183,7 +183,9 @@ class Animator:
         self.stats.conditioning += time.perf_counter() - start
         return out
 
-    @torch.no_grad()
+    # inference mode, not only no_grad: every window step input is then an inference tensor, as the step's own
+    # outputs fed back are; torch.compile guards on that property, and a mix recompiled the UNet mid-run
+    @torch.inference_mode()
     def animate_prepared(
         self,
         reference: ReferenceState,

@@ -56,7 +56,7 @@ class DrivingPreparer:
         return torch.stack(pixels).to(self.an.device)
 
     # -------------------------------------------------------------------------------------------- preparing
-    @torch.no_grad()
+    @torch.inference_mode()
     def prepare(self, frames: list[np.ndarray], start: int) -> DrivingInputs:
         """Frames ``start .. start + len(frames) - 1`` of the clip -> their DrivingInputs."""
         t0 = time.perf_counter()

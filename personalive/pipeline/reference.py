@@ -70,7 +70,7 @@ def reference_pixels(image: torch.Tensor, height: int, width: int, device: torch
     )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def fuse_reference(
     models: Any,
     pixels: ReferencePixels,

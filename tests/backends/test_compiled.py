@@ -91,3 +91,29 @@ def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_w
     assert len(step.graphed.graphs) == 2  # one graph per keyframe count, captured at the third call of each
     for name, (tensor, copy) in kept.items():  # outputs are the caller's: later replays do not overwrite them
         assert torch.equal(tensor, copy), name
+
+
+def test_a_whole_stream_with_keyframes_compiles_each_network_once(monkeypatch):
+    # dynamo's own "eager" backend (no inductor: seconds, not minutes), recompilations made errors: the stream feeds
+    # the step its outputs and grows the reference features per keyframe, and neither may recompile (each had
+    # cost a whole UNet compilation mid-run, call AO of the thirteenth session)
+    from pipeline.stubs import stub_models
+    from pipeline.test_animate import SIZE, _frames, _reference
+
+    from personalive.pipeline.animate import Animator
+
+    compile_ = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda m, mode=None, dynamic=None: compile_(m, backend="eager", dynamic=dynamic)
+    )
+    config = _config(SIZE)
+    config.generation.keyframe_threshold = 0.0
+    models = stub_models()
+    animator = Animator(models, config, CompiledWindowStep.from_models(models, config, torch.device("cpu")))
+    torch._dynamo.reset()
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            frames = list(animator.animate(animator.fuse_reference(_reference()), iter(_frames(48))))
+    finally:
+        torch._dynamo.reset()
+    assert len(frames) == 48 and animator.keyframes_added == 3

@@ -201,3 +201,27 @@ def test_the_first_calls_are_recorded_per_keyframe_count_and_change_nothing():
     # a call is kept once in the book, under the first label that made it
     signatures = [str(call) for calls in book.groups.values() for call in calls]
     assert len(signatures) == len(set(signatures))
+
+
+def test_every_window_step_input_is_an_inference_tensor():
+    # torch.compile guards on whether an input is an inference tensor: a step fed plain tensors in one window and
+    # inference tensors (its own outputs, the keyframes' features) in another recompiles the whole UNet mid-run
+    an = _animator(keyframe_threshold=0.0)
+    plain: list[tuple[int, str]] = []
+
+    class Recording:  # the step, noting which inputs of which window are plain tensors
+        def __init__(self, step):
+            self.step = step
+
+        def __getattr__(self, name):
+            return getattr(self.step, name)
+
+        def __call__(self, inputs):
+            plain.extend((an.stats.windows, name) for name, t in inputs.items() if not t.is_inference())
+            return self.step(inputs)
+
+    an.step = Recording(an.step)
+    ref = an.fuse_reference(_reference())
+    out = list(an.animate(ref, iter(_frames(48))))
+    assert an.keyframes_added > 0 and len(out) == 48
+    assert plain == [], sorted(set(plain))[:20]
