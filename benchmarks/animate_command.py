@@ -32,6 +32,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--profile", type=Path, default=None, help="cProfile the command; its top functions to this file")
+    p.add_argument(
+        "--compile-stats", type=Path, default=None, help="torch.compile's work in the command (when, how long, caches)"
+    )
     p.add_argument("animate_options", nargs="*")
     args = p.parse_args()
 
@@ -50,6 +53,9 @@ def main() -> None:
     launch = ["-c", "import sys; from personalive.cli import main; sys.argv[0] = 'personalive'; main()"]
     if args.profile is not None:  # around the typer app: `main` ends the process before cProfile could write
         launch = ["-c", _PROFILED.format(stats=str(folder / "animate.prof"))]
+    elif args.compile_stats is not None:
+        args.compile_stats.parent.mkdir(parents=True, exist_ok=True)
+        launch = ["-c", _COMPILE_STATS.format(stats=str(args.compile_stats))]
     cmd = [
         sys.executable,
         *launch,
@@ -95,6 +101,38 @@ except SystemExit as exc:
     code = exc.code
 profile.disable()
 profile.dump_stats({stats!r})
+sys.exit(code)
+"""
+
+
+# Where a --backend compile command's compile time goes: each dynamo compilation's start and end (seconds after the
+# wrapper's imports), dynamo's time by phase, and its counters (inductor's FX graph cache hits and
+# misses, AOTAutograd's cache, recompilations, graph breaks). Run beside TORCH_LOGS=recompiles for the reasons.
+_COMPILE_STATS = """
+import json, sys, time
+import torch._dynamo.callback as callback
+import torch._dynamo.utils as utils
+from personalive.cli import app
+start = time.perf_counter()
+events = []
+def note(kind):
+    return lambda args: events.append([kind, round(time.perf_counter() - start, 2), str(args.compile_id)])
+callback.on_compile_start(note("start"))
+callback.on_compile_end(note("end"))
+sys.argv[0] = "personalive"
+code = 0
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code
+stats = {{
+    "events": events,
+    "time_spent_s": utils.calculate_time_spent(),
+    "compile_times": utils.compile_times(repr="str", aggregate=True),
+    "counters": {{name: dict(counter) for name, counter in utils.counters.items()}},
+}}
+with open({stats!r}, "w") as f:
+    json.dump(stats, f, indent=1, default=str)
 sys.exit(code)
 """
 
