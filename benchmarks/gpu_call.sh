@@ -76,6 +76,8 @@
 #   AN: (thirteenth session) upstream; `animate --backend compile` three times on one compile cache: the first
 #      compilation, then two warm starts in fresh processes. AO: the graphs GPU tests, then the same with the VAE in
 #      inductor's default mode.
+#   AP: (fourteenth session) the compile backend's first and warm starts with dynamo's compile statistics and
+#      recompile reasons; a plan book recorded and the whole eager animate.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -644,6 +646,20 @@ AN|AO)  # thirteenth session: the compile backend's first compilation and warm s
     [ $i = 1 ] || [ $SECONDS -lt $((560 - WARM)) ] || break
     ANIMATE_TIMEOUT=$((WARM + 20)) ANIMATE_ARGS="--timeout $WARM" animate ${CLIP_FRAMES:-300} 10s-compile-warm-$i "${COMPILE[@]}"
   done
+  ;;
+AP)  # fourteenth session: the compile backend after the stream's inference mode (no mid-run recompilation), where
+     # its first and warm starts spend their time (dynamo's compilations, cache counters, recompile reasons); then
+     # the whole eager animate (a plan book recorded first), the versions read without imports
+  FIRST=${FIRST_TIMEOUT:-260}; WARM=${WARM_TIMEOUT:-110}
+  COMPILE=(--backend compile --set runtime.compile_vae_mode=default)
+  TORCH_LOGS=recompiles ANIMATE_TIMEOUT=$((FIRST + 30)) \
+    ANIMATE_ARGS="--timeout $FIRST --compile-stats $OUT/compile-stats-first.json" \
+    animate ${CLIP_FRAMES:-300} 10s-compile-first "${COMPILE[@]}"
+  TORCH_LOGS=recompiles ANIMATE_TIMEOUT=$((WARM + 20)) \
+    ANIMATE_ARGS="--timeout $WARM --compile-stats $OUT/compile-stats-warm.json" \
+    animate ${CLIP_FRAMES:-300} 10s-compile-warm "${COMPILE[@]}"
+  [ $SECONDS -lt 480 ] && record_book
+  [ $SECONDS -lt 530 ] && animate ${CLIP_FRAMES:-300} 10s-default-1
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
