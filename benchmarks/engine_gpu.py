@@ -312,6 +312,29 @@ def stage_compile(s: Stage) -> None:
     _vae_rows(s, models)
 
 
+def stage_compile_vs_eager(s: Stage) -> None:
+    """Does --backend compile still beat the eager fast path? Both with CUDA graphs, 0 and 3 keyframes, one process:
+    the eager step; the compiled step as the product builds it (inductor default modes via ENGINE_SET); the same
+    compiled over the channels-last decoder the eager backend uses on CUDA (the UNet's compilation cached)."""
+    from personalive.backends.compiled import CompiledWindowStep
+    from personalive.backends.eager import EagerWindowStep
+    from personalive.pipeline.window import build_window_module
+
+    models = s.models()
+    config = s.variant(graphs=True)
+    _step_rows(s, "eager+graphs", EagerWindowStep.from_models(models, config, s.device), models)
+    r = config.runtime
+    modes = {"unet_mode": r.compile_unet_mode, "vae_mode": r.compile_vae_mode}
+    t0 = time.perf_counter()
+    step = CompiledWindowStep.from_models(models, config, s.device)
+    _step_rows(s, f"compile+graphs({modes})", step, models)
+    s.record(what="compile: first rows incl. compilation", seconds=round(time.perf_counter() - t0, 1))
+    del step
+    module = build_window_module(models, config, channels_last_decoder=True)
+    step = CompiledWindowStep(module, **modes, cuda_graphs=True)
+    _step_rows(s, "compile+graphs, channels-last decoder", step, models)
+
+
 def _vae_rows(s: Stage, models) -> None:
     """The VAE decode of one window alone: eager, inductor default, max-autotune-no-cudagraphs."""
     from personalive.pipeline.window import build_window_module
@@ -424,6 +447,7 @@ STAGES = {
     "aoti-run": stage_aoti_run,
     "compile": stage_compile,
     "compile-warm": stage_compile_warm,
+    "compile-vs-eager": stage_compile_vs_eager,
     "cc-build": stage_cc_build,
     "cc-run": stage_cc_run,
     "vae": stage_vae,

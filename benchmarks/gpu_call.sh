@@ -78,6 +78,7 @@
 #      inductor's default mode.
 #   AP: (fourteenth session) the compile backend's first and warm starts with dynamo's compile statistics and
 #      recompile reasons; a plan book recorded and the whole eager animate.
+#   AQ: (fourteenth session) upstream; the step alone with graphs: eager, compile, compile over a channels-last decoder.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -660,6 +661,15 @@ AP)  # fourteenth session: the compile backend after the stream's inference mode
     animate ${CLIP_FRAMES:-300} 10s-compile-warm "${COMPILE[@]}"
   [ $SECONDS -lt 480 ] && record_book
   [ $SECONDS -lt 530 ] && animate ${CLIP_FRAMES:-300} 10s-default-1
+  ;;
+AQ)  # fourteenth session: does --backend compile still beat the eager fast path (step alone, graphs, 0 / 3
+     # keyframes, inductor default modes), and over the eager backend's channels-last decoder? Upstream first.
+  upstream
+  log compile-vs-eager
+  ENGINE_SET=runtime.compile_vae_mode=default $FG timeout ${CVE_TIMEOUT:-420} $E compile-vs-eager \
+    > "$OUT/compile-vs-eager.log" 2>&1; echo "compile-vs-eager rc=$?" >> "$OUT/compile-vs-eager.log"
+  grep -o "'what': '[^']*', 'keyframes': [0-9]*\|'median_ms': [0-9.]*\|compile-vs-eager rc=.*" \
+    "$OUT/compile-vs-eager.log" | tr '\n' ' '; echo
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
