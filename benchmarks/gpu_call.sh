@@ -79,6 +79,7 @@
 #   AP: (fourteenth session) the compile backend's first and warm starts with dynamo's compile statistics and
 #      recompile reasons; a plan book recorded and the whole eager animate.
 #   AQ: (fourteenth session) upstream; the step alone with graphs: eager, compile, compile over a channels-last decoder.
+#   AR: (fourteenth session) the job body's loop profiled (GPU time by stage, idle gaps), eager against compile.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -150,7 +151,7 @@ record_book() {  # a fresh plan-book folder, and a whole animate that records th
 }
 
 log "call $CALL start"
-[ "$CALL" = C ] || [ "$CALL" = Q ] || [ "$CALL" = AC ] || [ "$CALL" = AG ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
+[ "$CALL" = C ] || [ "$CALL" = Q ] || [ "$CALL" = AC ] || [ "$CALL" = AG ] || [ "$CALL" = AR ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
 case $CALL in
 A)
   log "aoti-build (background, cores 8-15)"
@@ -670,6 +671,15 @@ AQ)  # fourteenth session: does --backend compile still beat the eager fast path
     > "$OUT/compile-vs-eager.log" 2>&1; echo "compile-vs-eager rc=$?" >> "$OUT/compile-vs-eager.log"
   grep -o "'what': '[^']*', 'keyframes': [0-9]*\|'median_ms': [0-9.]*\|compile-vs-eager rc=.*" \
     "$OUT/compile-vs-eager.log" | tr '\n' ' '; echo
+  ;;
+AR)  # fourteenth session: why the compiled step, faster alone (AQ), was slower in the job (AP): the job body's loop
+     # with GPU time by stage and its idle gaps attributed, eager against compile (default modes), 200 frames
+  VARIANTS=${LOOP_VARIANTS:-runtime.backend=eager,runtime.backend=compile+runtime.compile_vae_mode=default}
+  log "loop-profile ($VARIANTS)"; $FG timeout ${LOOP_TIMEOUT:-340} $PY -m benchmarks.loop_profile \
+    --out "$OUT/loop-profile.json" --size $SIZE --device $DEVICE --frames ${LOOP_FRAMES:-24} \
+    --timed-frames ${TIMED_FRAMES:-200} --variants "$VARIANTS" > "$OUT/loop-profile.log" 2>&1
+  echo "loop-profile rc=$?" >> "$OUT/loop-profile.log"
+  grep -v Warning "$OUT/loop-profile.log" | grep "loop_profile\|rc=" | cut -c1-600 | tail -n 4
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
