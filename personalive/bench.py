@@ -147,12 +147,13 @@ def measure_step(
     dtype = models.dtype
     if step is None:
         step = backend_class(options.backend).from_models(models, config, device)
-    inputs = example_window_inputs(models, config, device, dtype, num_keyframes=keyframes)
+    # inference tensors, as the job passes (docs/architecture.md): plain ones recompiled a compiled step here
+    with torch.inference_mode():
+        inputs = example_window_inputs(models, config, device, dtype, num_keyframes=keyframes)
+        raw = {n: inputs[n][..., : inputs[n].shape[-1] // 2].contiguous() for n in step.feature_names}
     if not options.savings:  # raw (B, R, C) features in, projected inside every call
-        names = list(step.feature_names)
-        for name in names:
-            inputs[name] = inputs[name][..., : inputs[name].shape[-1] // 2].contiguous()
-        step = ProjectPerWindow(step, models.denoising_unet, names)
+        inputs.update(raw)
+        step = ProjectPerWindow(step, models.denoising_unet, list(raw))
     clock = Clock(device)
     reset_peak(device)
     first = clock.time(lambda: step(inputs))

@@ -60,3 +60,29 @@ def test_bench_with_weights_reports_the_load_breakdown(tmp_path, tiny_weights):
     # both rounded to 10 ms apiece: the loader's own total may round one step above the outer one
     assert 0 < breakdown["seconds"] <= load["seconds"] + 0.01 and breakdown["gib_copied"] > 0
     assert breakdown["peak_rss_gib"] >= breakdown["rss_start_gib"] > 0
+
+
+def test_the_step_alone_is_fed_inference_tensors_as_the_job_feeds_it(tiny_weights):
+    # a compiled step guards on inference-ness: plain inputs recompiled it (37 s at full size, call AR)
+    import torch
+
+    from personalive.backends.eager import EagerWindowStep
+    from personalive.bench import BenchOptions, measure_step
+    from personalive.config import RunConfig
+    from personalive.weights import load_models
+
+    config = RunConfig()
+    config.generation.height = config.generation.width = 64
+    models = load_models(tiny_weights, torch.float32, "cpu")
+    seen: list[bool] = []
+
+    class Recording(EagerWindowStep):
+        def __call__(self, inputs):
+            seen.extend(t.is_inference() for t in inputs.values())
+            return super().__call__(inputs)
+
+    step = Recording.from_models(models, config, torch.device("cpu"))
+    for savings in (True, False):  # with the exact savings, and with raw features projected every call
+        options = BenchOptions(random="tiny", warmup=0, iters=1, savings=savings)
+        assert measure_step(models, config, torch.device("cpu"), options, keyframes=1, step=step)["iters"] == 1
+    assert seen and all(seen)
