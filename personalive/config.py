@@ -154,7 +154,9 @@ class RuntimeConfig:
     engine: str | None = None
     engine_dir: str = "engines"
     compile_unet_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]  # --backend compile, per network
-    compile_vae_mode: CompileMode = CompileMode.max_autotune  # type: ignore[valid-type]
+    # the decoder in inductor's default mode too: max-autotune's search took over 5 minutes at full size on an H200
+    # (call AN) for a gain never measured on the whole step; the default-mode step is 2x upstream's (call AQ)
+    compile_vae_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]
     cuda_graphs: CudaGraphs = CudaGraphs.auto  # on a CUDA device: the whole step replayed from CUDA graphs
     # torch.backends.cudnn.benchmark on a CUDA device: cuDNN times its algorithms for each new convolution shape and
     # keeps the fastest; off, its heuristics choose (PyTorch's default)

@@ -25,7 +25,8 @@ _PACKAGES: dict[str, tuple[str, ...]] = {
 def package_version(name: str) -> str | None:
     """The installed version of module ``name``, or None. Read from the package's metadata, not by importing it:
     every job's report lists these, and importing onnx (ml_dtypes) and onnxruntime took ~2 s at the end of each
-    `animate` on a 2-core machine (~0.3 s on the H200's host). A module already imported reports its own ``__version__`` (torch's carries its CUDA tag)."""
+    `animate` on a 2-core machine (~0.3 s on the H200's host). A module already imported reports its own
+    ``__version__`` (torch's carries its CUDA tag)."""
     module = sys.modules.get(name)
     if module is not None and getattr(module, "__version__", None):
         return str(module.__version__)

@@ -1,11 +1,12 @@
 """The torch.compile backend: inductor-compiled networks, and on a GPU the whole window step in CUDA graphs.
 
 Compilation: the denoising UNet and the VAE decode are compiled separately, each in its own inductor mode
-(``runtime.compile_unet_mode`` / ``runtime.compile_vae_mode``: the decoder's convolutions gain from
-``max-autotune-no-cudagraphs`` in a probe on an H200, 67 -> 29 ms for 4 frames; the UNet's matmuls go to cuBLAS
-either way; the separate timing in benchmarks/engine_gpu.py did not run yet), the
-pose guider and motion encoder in the default mode. Only the reference features' token axis is dynamic (it grows
-by one reference image per history keyframe), so one compilation serves every keyframe count.
+(``runtime.compile_unet_mode`` / ``runtime.compile_vae_mode``, both ``default`` by default: in that mode the
+compiled step with graphs took 116 / 138 ms at 0 / 3 keyframes on an H200, 2.0x / 1.8x upstream's window; a probe on
+upstream's decoder gained 67 -> 29 ms for 4 frames from ``max-autotune-no-cudagraphs``, but its search took over 5
+minutes at full size), the pose guider and motion encoder in the default mode. Only the reference features' token
+axis is dynamic (it grows by one reference image per history keyframe), so one compilation serves every keyframe
+count.
 
 CUDA graphs (CUDA devices, ``runtime.cuda_graphs`` ``auto`` or ``on``): the whole compiled step -- conditioning,
 every UNet call and DDIM jump, the decode and the shift -- is captured once per keyframe count and replayed
@@ -15,7 +16,8 @@ stay off, since the step is captured whole.
 Cache: inductor's on-disk caches (FX graphs, autotuning results, Triton kernels) are kept in
 :func:`personalive.environment.compile_cache_dir` (under the user's cache folder, or ``TORCHINDUCTOR_CACHE_DIR``
 when set), so a second process skips code generation and autotuning: it pays dynamo's tracing and the loading of
-cached kernels only.
+cached kernels only (~33 s at full size on an H200's host, ~23 s of it tracing). The job passes inference tensors
+only (docs/architecture.md): dynamo guards on that, and a mix recompiled the UNet mid-run.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_w
     device = torch.device("cuda")
     models = load_models(tiny_weights, torch.float32, device)
     config = _config(128)
-    # inductor's default mode: max-autotune's search (the product's VAE mode) ran past 200 s at tiny size (call AD)
+    # inductor's default mode: max-autotune's search (the product's VAE mode until the fourteenth session) ran past
+    # 200 s at tiny size (call AD)
     config.runtime.compile_vae_mode = CompileMode.default
     eager = EagerWindowStep.from_models(models, config, device)
     step = CompiledWindowStep.from_models(models, config, device)
