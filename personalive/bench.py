@@ -150,10 +150,11 @@ def measure_step(
     # inference tensors, as the job passes (docs/architecture.md): plain ones recompiled a compiled step here
     with torch.inference_mode():
         inputs = example_window_inputs(models, config, device, dtype, num_keyframes=keyframes)
-        raw = {n: inputs[n][..., : inputs[n].shape[-1] // 2].contiguous() for n in step.feature_names}
-    if not options.savings:  # raw (B, R, C) features in, projected inside every call
-        inputs.update(raw)
-        step = ProjectPerWindow(step, models.denoising_unet, list(raw))
+        if not options.savings:  # raw (B, R, C) features in, projected inside every call
+            for name in step.feature_names:
+                inputs[name] = inputs[name][..., : inputs[name].shape[-1] // 2].contiguous()
+    if not options.savings:
+        step = ProjectPerWindow(step, models.denoising_unet, list(step.feature_names))
     clock = Clock(device)
     reset_peak(device)
     first = clock.time(lambda: step(inputs))

@@ -97,7 +97,7 @@ def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_w
 def test_a_whole_stream_with_keyframes_compiles_each_network_once(monkeypatch):
     # dynamo's own "eager" backend (no inductor: seconds, not minutes), recompilations made errors: the stream feeds
     # the step its outputs and grows the reference features per keyframe, and neither may recompile (each had
-    # cost a whole UNet compilation mid-run, call AO of the thirteenth session)
+    # cost a whole UNet compilation mid-run: call AO, run again in the fourteenth session)
     from pipeline.stubs import stub_models
     from pipeline.test_animate import SIZE, _frames, _reference
 
