@@ -46,11 +46,9 @@ def regions(unet: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for block in blocks for name in REGIONS for m in getattr(block, name, None) or ()]
 
 
-def time_call(fn, args: tuple) -> tuple[float, Any]:
-    start = time.perf_counter()
-    with torch.inference_mode():
-        out = fn(*args)
-    return time.perf_counter() - start, out
+def sample(out: Any) -> torch.Tensor:
+    """The UNet's output tensor, whether it returns a tuple, an output object or the tensor itself."""
+    return out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
 
 
 def main() -> None:
@@ -83,10 +81,13 @@ def main() -> None:
     handle.remove()
     call_args, call_kwargs = captured["call"]
 
-    def run(fn):
-        return lambda: fn(*call_args, **call_kwargs)
+    def time_call(fn) -> tuple[float, torch.Tensor]:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = fn(*call_args, **call_kwargs)
+        return time.perf_counter() - start, sample(out)
 
-    plain_s, expected = time_call(run(unet), ())
+    plain_s, ref = time_call(unet)
     result: dict[str, Any] = {"size": args.size, "latent": args.latent, "torch": torch.__version__, "rows": []}
     torch._dynamo.config.cache_size_limit = 256  # one code object per block class, one entry per shape
     for variant in ("whole", "regional"):
@@ -98,13 +99,11 @@ def main() -> None:
             for m in regions(unet):
                 m.compile(backend=counter, dynamic=False)
             fn = unet
-        first_s, out = time_call(run(fn), ())
-        second_s, _ = time_call(run(fn), ())
+        first_s, out = time_call(fn)
+        second_s, _ = time_call(fn)
         if variant == "regional":
             for m in regions(unet):
                 m._compiled_call_impl = None  # back to the plain module
-        out = out[0] if isinstance(out, tuple) else getattr(out, "sample", out)
-        ref = expected[0] if isinstance(expected, tuple) else getattr(expected, "sample", expected)
         row = {
             "variant": variant,
             "tracing_s": round(first_s - second_s, 2),
