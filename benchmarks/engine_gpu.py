@@ -90,7 +90,8 @@ class Stage:
         self.config = load_config(None, [], extra)
         self.extra = extra
         self.taesd_config = load_config(None, [], {**extra, "model.decoder": "taesd"})
-        self.out = args.out / f"engine-{args.stage}.json"
+        tag = os.environ.get("ENGINE_TAG", "")  # two processes of one stage in a call: one file each
+        self.out = args.out / f"engine-{args.stage}{'-' + tag if tag else ''}.json"
         self.rows: list[dict] = []
 
     def record(self, **row) -> None:
@@ -313,29 +314,30 @@ def stage_compile(s: Stage) -> None:
 
 
 def stage_compile_vs_eager(s: Stage) -> None:
-    """Does --backend compile still beat the eager fast path? Both with CUDA graphs, 0 and 3 keyframes, one process:
-    the eager step; the compiled step as the product builds it (inductor default modes via ENGINE_SET); the same
-    compiled over the channels-last decoder the eager backend uses on CUDA (the UNet's compilation cached)."""
+    """Does --backend compile beat the eager fast path? Both with CUDA graphs, 0 and 3 keyframes, one process: the
+    eager step (unless EAGER_ROWS=0); the compiled step as the product builds it from ENGINE_SET (inductor modes,
+    ``runtime.compile_unet_scope``), its compilation's seconds, dynamo's time by phase and its counters. (Until call
+    AQ the stage also compiled over the channels-last decoder: inductor's stride assertion, recorded there.)"""
+    import torch._dynamo.utils as dynamo_utils
+
     from personalive.backends.compiled import CompiledWindowStep
     from personalive.backends.eager import EagerWindowStep
-    from personalive.pipeline.window import build_window_module
 
     models = s.models()
     config = s.variant(graphs=True)
-    _step_rows(s, "eager+graphs", EagerWindowStep.from_models(models, config, s.device), models)
+    if os.environ.get("EAGER_ROWS", "1") == "1":
+        _step_rows(s, "eager+graphs", EagerWindowStep.from_models(models, config, s.device), models)
     r = config.runtime
-    modes = {"unet_mode": r.compile_unet_mode, "vae_mode": r.compile_vae_mode}
+    name = f"compile+graphs(scope={r.compile_unet_scope}, unet={r.compile_unet_mode}, vae={r.compile_vae_mode})"
     t0 = time.perf_counter()
     step = CompiledWindowStep.from_models(models, config, s.device)
-    _step_rows(s, f"compile+graphs({modes})", step, models)
-    s.record(what="compile: first rows incl. compilation", seconds=round(time.perf_counter() - t0, 1))
-    del step
-    module = build_window_module(models, config, channels_last_decoder=True)
-    step = CompiledWindowStep(module, **modes, cuda_graphs=True)
-    try:  # call AQ: inductor's stride assertion on the decoder's input; a row, not the end of the stage
-        _step_rows(s, "compile+graphs, channels-last decoder", step, models)
-    except Exception as exc:  # noqa: BLE001
-        s.record(what="compile+graphs, channels-last decoder", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    _step_rows(s, name, step, models)
+    s.record(
+        what=f"{name}: first rows incl. compilation",
+        seconds=round(time.perf_counter() - t0, 1),
+        time_spent_s={k: round(v, 2) for k, v in dynamo_utils.calculate_time_spent().items()},
+        counters={k: dict(c) for k, c in dynamo_utils.counters.items() if k in ("frames", "stats", "inductor")},
+    )
 
 
 def _vae_rows(s: Stage, models) -> None:

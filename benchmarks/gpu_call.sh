@@ -80,6 +80,10 @@
 #      recompile reasons; a plan book recorded and the whole eager animate.
 #   AQ: (fourteenth session) upstream; the step alone with graphs: eager, compile, compile over a channels-last decoder.
 #   AR: (fourteenth session) the job body's loop profiled (GPU time by stage, idle gaps), eager against compile.
+#   AS: (fifteenth session) upstream; the step alone with graphs: eager, the UNet compiled block by block (regional),
+#      then whole in a fresh process and cache; the GPU tests of the compiled step's graphs (both scopes).
+#   AT: (fifteenth session) `animate --backend compile` with the regional UNet: first, then two warm starts in fresh
+#      processes, with dynamo's statistics; a plan book recorded and the whole eager animate.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -680,6 +684,33 @@ AR)  # fourteenth session: why the compiled step, faster alone (AQ), was slower 
     --timed-frames ${TIMED_FRAMES:-200} --variants "$VARIANTS" > "$OUT/loop-profile.log" 2>&1
   echo "loop-profile rc=$?" >> "$OUT/loop-profile.log"
   grep -v Warning "$OUT/loop-profile.log" | grep "loop_profile\|rc=" | cut -c1-600 | tail -n 4
+  ;;
+AS)  # fifteenth session: regional compilation (the UNet block by block) against the whole UNet, step alone with
+     # graphs, each in its own process and empty compile cache; upstream first; the graphs GPU tests last
+  upstream
+  for scope in regional whole; do
+    log "compile-vs-eager ($scope)"; EAGER=$([ $scope = regional ] && echo 1 || echo 0)
+    ENGINE_TAG=$scope EAGER_ROWS=$EAGER PERSONALIVE_CACHE_DIR=/tmp/cc-$scope ENGINE_SET=runtime.compile_unet_scope=$scope \
+      $FG timeout ${CVE_TIMEOUT:-230} $E compile-vs-eager > "$OUT/compile-$scope.log" 2>&1
+    echo "compile-vs-eager $scope rc=$?" >> "$OUT/compile-$scope.log"
+    grep -o "'what': '[^']*', 'keyframes': [0-9]*\|'median_ms': [0-9.]*\|'seconds': [0-9.]*\|rc=.*" \
+      "$OUT/compile-$scope.log" | tr '\n' ' '; echo
+  done
+  [ $SECONDS -lt 500 ] && GPU_TESTS_TIMEOUT=$((580 - SECONDS)) plan_gpu_tests tests/backends/test_compiled.py
+  ;;
+AT)  # fifteenth session: the regional compile backend's first and warm starts (dynamo statistics), then eager
+  export PERSONALIVE_CACHE_DIR=/tmp/cc-at; rm -rf "$PERSONALIVE_CACHE_DIR"  # an empty compile cache
+  FIRST=${FIRST_TIMEOUT:-200}; WARM=${WARM_TIMEOUT:-100}
+  COMPILE=(--backend compile --set runtime.compile_unet_scope=regional)
+  TORCH_LOGS=recompiles ANIMATE_TIMEOUT=$((FIRST + 30)) \
+    ANIMATE_ARGS="--timeout $FIRST --compile-stats $OUT/compile-stats-first.json" \
+    animate ${CLIP_FRAMES:-300} 10s-regional-first "${COMPILE[@]}"
+  for i in 1 2; do
+    ANIMATE_TIMEOUT=$((WARM + 20)) ANIMATE_ARGS="--timeout $WARM --compile-stats $OUT/compile-stats-warm-$i.json" \
+      animate ${CLIP_FRAMES:-300} 10s-regional-warm-$i "${COMPILE[@]}"
+  done
+  [ $SECONDS -lt 480 ] && record_book
+  [ $SECONDS -lt 530 ] && animate ${CLIP_FRAMES:-300} 10s-default-1
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -71,6 +71,11 @@ class Decoder(Choice):
 CompileMode = Choice("CompileMode", {"default": "default", "max_autotune": "max_autotune"})
 
 
+class CompileScope(Choice):
+    whole = "whole"  # the denoising UNet as one graph
+    regional = "regional"  # each of its blocks' modules on its own (personalive.backends.regions): traced faster
+
+
 # one member per entry of the backend table: a new backend needs no change here
 Backend = Choice("Backend", {name: name for name in BACKENDS})
 
@@ -154,6 +159,7 @@ class RuntimeConfig:
     engine: str | None = None
     engine_dir: str = "engines"
     compile_unet_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]  # --backend compile, per network
+    compile_unet_scope: CompileScope = CompileScope.whole
     # the decoder in inductor's default mode too: max-autotune's search took over 5 minutes at full size on an H200
     # (call AN) for a gain never measured on the whole step; the default-mode step is 2x upstream's (call AQ)
     compile_vae_mode: CompileMode = CompileMode.default  # type: ignore[valid-type]

@@ -109,6 +109,7 @@ def build_cache(
             "compile_s": round(compile_s, 1),
             "cache_bytes": len(data),
             "unet_mode": str(config.runtime.compile_unet_mode),
+            "unet_scope": str(config.runtime.compile_unet_scope),
             "vae_mode": str(config.runtime.compile_vae_mode),
         },
     )

@@ -4,7 +4,9 @@ Compilation: the denoising UNet and the VAE decode are compiled separately, each
 (``runtime.compile_unet_mode`` / ``runtime.compile_vae_mode``, both ``default`` by default: in that mode the
 compiled step with graphs took 116 / 138 ms at 0 / 3 keyframes on an H200, 2.0x / 1.8x upstream's window; a probe on
 upstream's decoder gained 67 -> 29 ms for 4 frames from ``max-autotune-no-cudagraphs``, but its search took over 5
-minutes at full size), the pose guider and motion encoder in the default mode. Only the reference features' token
+minutes at full size), the pose guider and motion encoder in the default mode. ``runtime.compile_unet_scope``
+``regional`` compiles the UNet block by block instead (:mod:`personalive.backends.regions`: dynamo traces each
+repeated block shape once, the warm start's largest cost). Only the reference features' token
 axis is dynamic (it grows by one reference image per history keyframe), so one compilation serves every keyframe
 count.
 
@@ -28,6 +30,7 @@ import torch
 
 from personalive.backends.eager import EagerWindowStep
 from personalive.backends.graphs import use_graphs
+from personalive.backends.regions import compile_unet_regions
 from personalive.pipeline.window import WindowStepModule, build_window_module
 
 if TYPE_CHECKING:
@@ -51,13 +54,17 @@ class CompiledWindowStep(EagerWindowStep):
         unet_mode: str = "default",
         vae_mode: str = "default",
         cuda_graphs: bool = True,
+        unet_scope: str = "whole",
     ) -> None:
         super().__init__(module, cuda_graphs=cuda_graphs)
         from personalive.compile_cache import use_compile_cache
 
         use_compile_cache()
         m = self.module
-        m.denoising_unet = torch.compile(m.denoising_unet, mode=INDUCTOR_MODES[str(unet_mode)], dynamic=False)
+        if str(unet_scope) == "regional":
+            m.denoising_unet = compile_unet_regions(m.denoising_unet, INDUCTOR_MODES[str(unet_mode)])
+        else:
+            m.denoising_unet = torch.compile(m.denoising_unet, mode=INDUCTOR_MODES[str(unet_mode)], dynamic=False)
         m.pose_guider = torch.compile(m.pose_guider, dynamic=False)
         m.motion_encoder = torch.compile(m.motion_encoder, dynamic=False)
         m.decode = torch.compile(
@@ -79,6 +86,7 @@ class CompiledWindowStep(EagerWindowStep):
             build_window_module(models, config),
             unet_mode=r.compile_unet_mode if gpu else "default",
             vae_mode=r.compile_vae_mode if gpu else "default",
+            unet_scope=r.compile_unet_scope,
             # inductor's step still launches ~1,500 kernels from Python: graphs took it from 128.0 to 120.7 ms a window
             # (second session), more than the captures cost over a clip
             cuda_graphs=use_graphs(r.cuda_graphs, pays=True),

@@ -69,7 +69,8 @@ def test_compiled_step_equals_eager_step_on_tiny_weights(tiny_weights):
 
 
 @pytest.mark.gpu
-def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_weights):
+@pytest.mark.parametrize("scope", ["whole", "regional"])
+def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_weights, scope):
     from personalive.weights import load_models
 
     device = torch.device("cuda")
@@ -78,6 +79,7 @@ def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_w
     # inductor's default mode: max-autotune's search (the product's VAE mode until the fourteenth session) ran past
     # 200 s at tiny size (call AD)
     config.runtime.compile_vae_mode = CompileMode.default
+    config.runtime.compile_unet_scope = scope
     eager = EagerWindowStep.from_models(models, config, device)
     step = CompiledWindowStep.from_models(models, config, device)
     generator = torch.Generator(device).manual_seed(0)
