@@ -82,8 +82,8 @@
 #   AR: (fourteenth session) the job body's loop profiled (GPU time by stage, idle gaps), eager against compile.
 #   AS: (fifteenth session) upstream; the step alone with graphs: eager, the UNet compiled block by block (regional),
 #      then whole in a fresh process and cache; the GPU tests of the compiled step's graphs (both scopes).
-#   AT: (fifteenth session) `animate --backend compile` with the regional UNet: first, then two warm starts in fresh
-#      processes, with dynamo's statistics; a plan book recorded and the whole eager animate.
+#   AT: (fifteenth session) `animate --backend compile`, the UNet regional and whole: both first runs at once beside
+#      the GPU tests of the compiled step, then a warm start of each in a fresh process, with dynamo's statistics.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -698,19 +698,26 @@ AS)  # fifteenth session: regional compilation (the UNet block by block) against
   done
   [ $SECONDS -lt 500 ] && GPU_TESTS_TIMEOUT=$((580 - SECONDS)) plan_gpu_tests tests/backends/test_compiled.py
   ;;
-AT)  # fifteenth session: the regional compile backend's first and warm starts (dynamo statistics), then eager
-  export PERSONALIVE_CACHE_DIR=/tmp/cc-at; rm -rf "$PERSONALIVE_CACHE_DIR"  # an empty compile cache
-  FIRST=${FIRST_TIMEOUT:-200}; WARM=${WARM_TIMEOUT:-100}
-  COMPILE=(--backend compile --set runtime.compile_unet_scope=regional)
-  TORCH_LOGS=recompiles ANIMATE_TIMEOUT=$((FIRST + 30)) \
-    ANIMATE_ARGS="--timeout $FIRST --compile-stats $OUT/compile-stats-first.json" \
-    animate ${CLIP_FRAMES:-300} 10s-regional-first "${COMPILE[@]}"
-  for i in 1 2; do
-    ANIMATE_TIMEOUT=$((WARM + 20)) ANIMATE_ARGS="--timeout $WARM --compile-stats $OUT/compile-stats-warm-$i.json" \
-      animate ${CLIP_FRAMES:-300} 10s-regional-warm-$i "${COMPILE[@]}"
+AT)  # fifteenth session: the warm start of `animate --backend compile`, the UNet regional against whole, same call.
+     # First runs of both scopes at once (cores 0-5, 6-11; their times not comparable), each with its own empty
+     # compile cache and plan book, beside the GPU tests of the compiled step's graphs (cores 12-15); then a warm
+     # run of each in a fresh process on all cores, with dynamo's statistics
+  FIRST=${FIRST_TIMEOUT:-270}; WARM=${WARM_TIMEOUT:-100}; CORES=(0-5 6-11)
+  ( TS=$([ -n "$FG" ] && echo "taskset -c 12-15"); GPU_TESTS_TIMEOUT=${GPU_TESTS_TIMEOUT:-260} \
+    $TS bash -c "$(declare -f log plan_gpu_tests); OUT=$OUT FINAL=$FINAL PY=$PY plan_gpu_tests tests/backends/test_compiled.py tests/backends/test_graphs.py" ) &
+  TESTS=$!
+  for i in 0 1; do
+    scope=$([ $i = 0 ] && echo regional || echo whole); rm -rf /tmp/cc-$scope
+    FG=${FG:+"taskset -c ${CORES[$i]}"} PERSONALIVE_CACHE_DIR=/tmp/cc-$scope TORCH_LOGS=recompiles \
+      ANIMATE_TIMEOUT=$((FIRST + 30)) ANIMATE_ARGS="--timeout $FIRST --compile-stats $OUT/compile-stats-$scope-first.json" \
+      animate ${CLIP_FRAMES:-300} 10s-$scope-first --backend compile --set runtime.compile_unet_scope=$scope &
   done
-  [ $SECONDS -lt 480 ] && record_book
-  [ $SECONDS -lt 530 ] && animate ${CLIP_FRAMES:-300} 10s-default-1
+  wait
+  for scope in regional whole; do
+    PERSONALIVE_CACHE_DIR=/tmp/cc-$scope ANIMATE_TIMEOUT=$((WARM + 20)) \
+      ANIMATE_ARGS="--timeout $WARM --compile-stats $OUT/compile-stats-$scope-warm.json" \
+      animate ${CLIP_FRAMES:-300} 10s-$scope-warm --backend compile --set runtime.compile_unet_scope=$scope
+  done
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
