@@ -84,6 +84,7 @@
 #      then whole in a fresh process and cache; the GPU tests of the compiled step's graphs (both scopes).
 #   AT: (fifteenth session) `animate --backend compile`, the UNet regional and whole: both first runs at once beside
 #      the GPU tests of the compiled step, then a warm start of each in a fresh process, with dynamo's statistics.
+#   AU: (fifteenth session) the GPU tests of the compiled step's graphs (both scopes) and of the graphs, alone.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -141,7 +142,7 @@ compile_site() {  # bytecode for every installed package, as a normal install ha
   log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$site" /tmp/site > "$OUT/compileall.log" 2>&1
 }
 plan_gpu_tests() {  # [MORE TEST FILES]
-  log "gpu tests"; timeout ${GPU_TESTS_TIMEOUT:-120} $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_device_warmup.py \
+  log "gpu tests"; timeout ${GPU_TESTS_TIMEOUT:-120} $PY -m pytest -q -rf --tb=short -p no:cacheprovider -m gpu tests/test_device_warmup.py \
     tests/test_device_plans.py "$@" > "$OUT/gpu-tests.log" 2>&1; tail -n 2 "$OUT/gpu-tests.log"
 }
 step_variants_graphed() {  # the step variants (2 rounds); prints each variant's graphed median
@@ -155,7 +156,7 @@ record_book() {  # a fresh plan-book folder, and a whole animate that records th
 }
 
 log "call $CALL start"
-[ "$CALL" = C ] || [ "$CALL" = Q ] || [ "$CALL" = AC ] || [ "$CALL" = AG ] || [ "$CALL" = AR ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
+[ "$CALL" = C ] || [ "$CALL" = Q ] || [ "$CALL" = AC ] || [ "$CALL" = AG ] || [ "$CALL" = AR ] || [ "$CALL" = AU ] || $E init 2>&1 | tail -n 1  # C: graphs_gpu writes the weights; Q needs none
 case $CALL in
 A)
   log "aoti-build (background, cores 8-15)"
@@ -718,6 +719,10 @@ AT)  # fifteenth session: the warm start of `animate --backend compile`, the UNe
       ANIMATE_ARGS="--timeout $WARM --compile-stats $OUT/compile-stats-$scope-warm.json" \
       animate ${CLIP_FRAMES:-300} 10s-$scope-warm --backend compile --set runtime.compile_unet_scope=$scope
   done
+  ;;
+AU)  # fifteenth session: the GPU tests of the compiled step's graphs (both scopes) and of the graphs, alone
+  GPU_TESTS_TIMEOUT=${GPU_TESTS_TIMEOUT:-300} plan_gpu_tests tests/backends/test_compiled.py tests/backends/test_graphs.py
+  grep -v "^  \|warn" "$OUT/gpu-tests.log" | tail -n 40
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -4,11 +4,11 @@ Compilation: the denoising UNet and the VAE decode are compiled separately, each
 (``runtime.compile_unet_mode`` / ``runtime.compile_vae_mode``, both ``default`` by default: in that mode the
 compiled step with graphs took 116 / 138 ms at 0 / 3 keyframes on an H200, 2.0x / 1.8x upstream's window; a probe on
 upstream's decoder gained 67 -> 29 ms for 4 frames from ``max-autotune-no-cudagraphs``, but its search took over 5
-minutes at full size), the pose guider and motion encoder in the default mode. ``runtime.compile_unet_scope``
-``regional`` compiles the UNet block by block instead (:mod:`personalive.backends.regions`: dynamo traces each
-repeated block shape once, the warm start's largest cost). Only the reference features' token
-axis is dynamic (it grows by one reference image per history keyframe), so one compilation serves every keyframe
-count.
+minutes at full size), the pose guider and motion encoder in the default mode. The UNet is compiled block by block
+(``runtime.compile_unet_scope`` ``regional``, the default; :mod:`personalive.backends.regions`: dynamo traces each
+repeated block shape once, and its tracing is what a warm start pays) or as one graph (``whole``). Only the
+reference features' token axis is dynamic (it grows by one reference image per history keyframe), so one
+compilation serves every keyframe count.
 
 CUDA graphs (CUDA devices, ``runtime.cuda_graphs`` ``auto`` or ``on``): the whole compiled step -- conditioning,
 every UNet call and DDIM jump, the decode and the shift -- is captured once per keyframe count and replayed
@@ -18,8 +18,9 @@ stay off, since the step is captured whole.
 Cache: inductor's on-disk caches (FX graphs, autotuning results, Triton kernels) are kept in
 :func:`personalive.environment.compile_cache_dir` (under the user's cache folder, or ``TORCHINDUCTOR_CACHE_DIR``
 when set), so a second process skips code generation and autotuning: it pays dynamo's tracing and the loading of
-cached kernels only (~33 s at full size on an H200's host, ~23 s of it tracing). The job passes inference tensors
-only (docs/architecture.md): dynamo guards on that, and a mix recompiled the UNet mid-run.
+cached kernels only (at full size on an H200's host 27 s with the regional UNet, 37 s with the whole, call AT).
+The job passes inference tensors only (docs/architecture.md): dynamo guards on that, and a mix recompiled the UNet
+mid-run.
 """
 
 from __future__ import annotations

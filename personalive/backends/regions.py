@@ -30,7 +30,10 @@ REGION_LISTS = ("resnets", "attentions", "motion_modules", "temporal_modules", "
 
 
 def unet_regions(unet: nn.Module) -> list[nn.Module]:
-    """Every compiled region of a denoising UNet, in call order within each block."""
+    """Every compiled region of a denoising UNet, in call order within each block; none for a network without the
+    UNet's blocks (the stand-in networks of tests)."""
+    if not all(hasattr(unet, name) for name in ("down_blocks", "mid_block", "up_blocks")):
+        return []
     blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
     return [m for b in blocks for name in REGION_LISTS for m in getattr(b, name, None) or () if m is not None]
 
@@ -47,6 +50,8 @@ def compile_unet_regions(unet: nn.Module, mode: str | None) -> nn.Module:
     very tensors the window step marked)."""
     clone = shared_copy(unet)
     regions = unet_regions(clone)
+    if not regions:  # no blocks: the network is its own one region
+        return torch.compile(unet, mode=mode, dynamic=False)
     for region in regions:
         region.compile(mode=mode, dynamic=False)
     # every region's frame is nn.Module's call, one code object: dynamo keeps one cache entry per (class, shapes)

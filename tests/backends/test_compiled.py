@@ -70,7 +70,11 @@ def test_compiled_step_equals_eager_step_on_tiny_weights(tiny_weights):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("scope", ["whole", "regional"])
-def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_weights, scope):
+def test_cuda_graphs_replay_equals_the_uncaptured_compiled_step_for_each_keyframe_count(tiny_weights, scope):
+    """The replay against the same compiled networks called uncaptured (the same kernels: to fp32 rounding); against
+    the eager step only as verify-engine measures it, loosely: the random tiny UNet is ill-conditioned, so any
+    change of kernels moves its fp32 output by up to ~5e-2 relative (the CPU test above measures fidelity against
+    fp64), while a replay reading stale or foreign buffers is off by O(1)."""
     from personalive.weights import load_models
 
     device = torch.device("cuda")
@@ -86,9 +90,10 @@ def test_cuda_graphs_replay_equals_the_eager_step_for_each_keyframe_count(tiny_w
     kept = None
     for k in (0, 1, 0, 1, 0, 1):
         inputs = example_window_inputs(models, config, device, torch.float32, k, generator)
-        expected, actual = eager(inputs), step(inputs)
+        uncaptured, actual, reference = step._plain_call(inputs), step(inputs), eager(inputs)
         for name in OUTPUT_NAMES:
-            torch.testing.assert_close(actual[name], expected[name], rtol=1e-3, atol=1e-3, msg=name)
+            torch.testing.assert_close(actual[name], uncaptured[name], rtol=1e-4, atol=1e-4, msg=name)
+            assert _rel(actual[name], reference[name].double()) < 0.15, name
         if kept is None:
             kept = {name: (tensor, tensor.clone()) for name, tensor in actual.items()}
     assert len(step.graphed.graphs) == 2  # one graph per keyframe count, captured at the third call of each
@@ -111,6 +116,7 @@ def test_a_whole_stream_with_keyframes_compiles_each_network_once(monkeypatch):
     )
     config = _config(SIZE)
     config.generation.keyframe_threshold = 0.0
+    config.runtime.compile_unet_scope = "whole"  # the stand-in UNet has no blocks (regional: test_regions.py)
     models = stub_models()
     animator = Animator(models, config, CompiledWindowStep.from_models(models, config, torch.device("cpu")))
     torch._dynamo.reset()

@@ -41,6 +41,15 @@ def test_the_compiled_copy_shares_the_weights_and_leaves_the_model_set_uncompile
     assert torch._dynamo.config.recompile_limit >= len(unet_regions(clone))
 
 
+def test_a_network_without_blocks_is_compiled_whole():
+    from pipeline.stubs import stub_models
+
+    unet = stub_models().denoising_unet
+    assert unet_regions(unet) == []
+    compiled = compile_unet_regions(unet, None)
+    assert compiled._orig_mod is unet  # torch.compile's wrapper of the network itself
+
+
 def test_a_shared_copy_holds_modules_of_its_own():
     net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3))
     copy = shared_copy(net)
