@@ -55,7 +55,7 @@ class CompiledWindowStep(EagerWindowStep):
         unet_mode: str = "default",
         vae_mode: str = "default",
         cuda_graphs: bool = True,
-        unet_scope: str = "whole",
+        unet_scope: str = "regional",
     ) -> None:
         super().__init__(module, cuda_graphs=cuda_graphs)
         from personalive.compile_cache import use_compile_cache
