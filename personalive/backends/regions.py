@@ -54,8 +54,8 @@ def compile_unet_regions(unet: nn.Module, mode: str | None) -> nn.Module:
         return torch.compile(unet, mode=mode, dynamic=False)
     for region in regions:
         region.compile(mode=mode, dynamic=False)
-    # every region's frame is nn.Module's call, one code object: dynamo keeps one cache entry per (class, shapes)
-    # under it, ~36 at full size, past its default limit of 8 (beyond which it would run the rest uncompiled)
+    # dynamo keeps one cache entry per input shapes under each class's forward: the ResNets' alone took 16 at full
+    # size (call AT), past its default limit of 8, beyond which it would run the rest uncompiled
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(getattr(config, name), len(regions) + 16))
