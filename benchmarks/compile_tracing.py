@@ -24,10 +24,9 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger("benchmarks.compile_tracing")
+from personalive.backends.regions import unet_regions  # the product's regions
 
-# the modules of a UNet block compiled one by one in the regional variant (each list of the block, where present)
-REGIONS = ("resnets", "attentions", "motion_modules", "temporal_modules", "downsamplers", "upsamplers")
+log = logging.getLogger("benchmarks.compile_tracing")
 
 
 class GraphCounter:
@@ -39,11 +38,6 @@ class GraphCounter:
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> Any:
         self.graphs += 1
         return gm.forward
-
-
-def regions(unet: torch.nn.Module) -> list[torch.nn.Module]:
-    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
-    return [m for block in blocks for name in REGIONS for m in getattr(block, name, None) or ()]
 
 
 def sample(out: Any) -> torch.Tensor:
@@ -96,13 +90,13 @@ def main() -> None:
         if variant == "whole":
             fn = torch.compile(unet, backend=counter, dynamic=False)
         else:
-            for m in regions(unet):
+            for m in unet_regions(unet):
                 m.compile(backend=counter, dynamic=False)
             fn = unet
         first_s, out = time_call(fn)
         second_s, _ = time_call(fn)
         if variant == "regional":
-            for m in regions(unet):
+            for m in unet_regions(unet):
                 m._compiled_call_impl = None  # back to the plain module
         row = {
             "variant": variant,
