@@ -63,7 +63,7 @@ def main() -> None:
         *("--weights", str(args.weights), "--report", str(folder / "report.json")),
         *args.animate_options,
     ]
-    start = time.perf_counter()
+    start, started_epoch = time.perf_counter(), time.time()
     proc, timeline = run_timed(cmd, args.timeout)
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -73,6 +73,7 @@ def main() -> None:
         "options": args.animate_options,
         "rc": proc.returncode,
         "seconds": round(seconds, 2),
+        "started_epoch": round(started_epoch, 2),  # lines the timeline up with benchmarks.cpu_sampler's samples
         "peak_host_gib": round(peak_kib / 2**20, 2),
         "stderr_tail": proc.stderr[-2500:],
         # each log line with the seconds since the command started, and the exit: where the whole command's time

@@ -85,6 +85,9 @@
 #   AT: (fifteenth session) `animate --backend compile`, the UNet regional and whole: both first runs at once beside
 #      the GPU tests of the compiled step, then a warm start of each in a fresh process, with dynamo's statistics.
 #   AU: (fifteenth session) the GPU tests of the compiled step's graphs (both scopes) and of the graphs, alone.
+#   AV: (sixteenth session) why the whole compile command's windows are slower than its step: a cold first run
+#      (24 frames) fills the compile cache, then warm 300-frame commands -- plain, with x264's fastest preset, the
+#      eager backend, under the compile-statistics wrapper of calls AP/AT -- each beside a CPU sampler.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -149,6 +152,10 @@ step_variants_graphed() {  # the step variants (2 rounds); prints each variant's
   log step-variants; $FG timeout ${VARIANTS_TIMEOUT:-240} $PY -m benchmarks.step_variants --out "$OUT/step-variants.json" \
     --device $DEVICE --size $SIZE --rounds 2 > "$OUT/step-variants.log" 2>&1
   grep -v Warning "$OUT/step-variants.log" | grep -o "'[a-z -]*+graphs_ms': [0-9.]*" | tr '\n' ' '; echo
+}
+sampled() {  # TAG COMMAND...: the command with benchmarks.cpu_sampler beside it (CPU by process, cpu-TAG.json)
+  $PY -m benchmarks.cpu_sampler --out "$OUT/cpu-$1.json" & local sampler=$!
+  "${@:2}"; kill -TERM $sampler; wait $sampler
 }
 record_book() {  # a fresh plan-book folder, and a whole animate that records this run's book into it
   export PERSONALIVE_CACHE_DIR=/tmp/plan-cache; rm -rf "$PERSONALIVE_CACHE_DIR"
@@ -723,6 +730,19 @@ AT)  # fifteenth session: the warm start of `animate --backend compile`, the UNe
 AU)  # fifteenth session: the GPU tests of the compiled step's graphs (both scopes) and of the graphs, alone
   GPU_TESTS_TIMEOUT=${GPU_TESTS_TIMEOUT:-300} plan_gpu_tests tests/backends/test_compiled.py tests/backends/test_graphs.py
   grep -v "^  \|warn" "$OUT/gpu-tests.log" | tail -n 40
+  ;;
+AV)  # sixteenth session: the compile command's slow windows (calls AP, AT) against its step and the job body (AR)
+  export PERSONALIVE_CACHE_DIR=/tmp/cc-av; rm -rf "$PERSONALIVE_CACHE_DIR"
+  FIRST=${FIRST_TIMEOUT:-240}; WARM=${WARM_TIMEOUT:-100}; N=${CLIP_FRAMES:-300}
+  ANIMATE_TIMEOUT=$((FIRST + 30)) ANIMATE_ARGS="--timeout $FIRST" sampled first \
+    animate ${FIRST_FRAMES:-24} compile-first --backend compile
+  ANIMATE_TIMEOUT=$((WARM + 20)) ANIMATE_ARGS="--timeout $WARM" sampled warm-plain animate $N warm-plain --backend compile
+  [ $SECONDS -lt 470 ] && ANIMATE_TIMEOUT=$((WARM + 20)) ANIMATE_ARGS="--timeout $WARM" \
+    sampled warm-ultrafast animate $N warm-ultrafast --backend compile --set media.preset=ultrafast
+  [ $SECONDS -lt 530 ] && sampled eager animate $N eager
+  [ $SECONDS -lt 470 ] && ANIMATE_TIMEOUT=$((WARM + 20)) \
+    ANIMATE_ARGS="--timeout $WARM --compile-stats $OUT/compile-stats-warm.json" \
+    sampled warm-stats animate $N warm-stats --backend compile
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
