@@ -88,6 +88,8 @@
 #   AV: (sixteenth session) why the whole compile command's windows are slower than its step: a cold first run
 #      (24 frames) fills the compile cache, then warm 300-frame commands -- plain, with x264's fastest preset, the
 #      eager backend, under the compile-statistics wrapper of calls AP/AT -- each beside a CPU sampler.
+#   AW: (sixteenth session) the window step precompiled with torch.compile's aot_compile: compiled and saved, then
+#      loaded in a fresh process (load time, output against eager, the step's time); upstream last.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -743,6 +745,16 @@ AV)  # sixteenth session: the compile command's slow windows (calls AP, AT) agai
   [ $SECONDS -lt 470 ] && ANIMATE_TIMEOUT=$((WARM + 20)) \
     ANIMATE_ARGS="--timeout $WARM --compile-stats $OUT/compile-stats-warm.json" \
     sampled warm-stats animate $N warm-stats --backend compile
+  ;;
+AW)  # sixteenth session: the window step precompiled (aot_compile), saved, then loaded in a fresh process
+  for phase in save load; do
+    log "aot precompile: $phase"
+    $FG timeout ${AOT_TIMEOUT:-300} $PY -m benchmarks.aot_precompile_probe --weights $W --out $OUT --size $SIZE \
+      --device $DEVICE --dtype ${DTYPE:-fp16} --phase $phase --artifact-dir /tmp/aot > "$OUT/aot-$phase.log" 2>&1
+    echo "aot $phase rc=$?" >> "$OUT/aot-$phase.log"
+    grep -v Warning "$OUT/aot-$phase.log" | grep "engine_gpu\|rc=\|Error" | cut -c1-400 | tail -n 8
+  done
+  [ $SECONDS -lt 430 ] && upstream
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
