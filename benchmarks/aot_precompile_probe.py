@@ -36,6 +36,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.engine_gpu import Stage, sync, timed
+from benchmarks.graphs_gpu import max_relative
+from personalive.backends.graphs import GraphedStep
 
 log = logging.getLogger("benchmarks.aot_precompile_probe")
 ARTIFACT = "window_step.aot"
@@ -46,8 +48,16 @@ KEYFRAMES = [int(k) for k in os.environ.get("KEYFRAMES", "0,3").split(",")]
 
 # the guard kinds dynamo cannot serialize (torch 2.13's CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES)
 IDENTITY_GUARDS = frozenset(
-    ("DICT_VERSION", "NN_MODULE", "ID_MATCH", "FUNCTION_MATCH", "CLASS_MATCH", "MODULE_MATCH", "CLOSURE_MATCH")
-    + ("WEAKREF_ALIVE",)
+    {
+        "DICT_VERSION",
+        "NN_MODULE",
+        "ID_MATCH",
+        "FUNCTION_MATCH",
+        "CLASS_MATCH",
+        "MODULE_MATCH",
+        "CLOSURE_MATCH",
+        "WEAKREF_ALIVE",
+    }
 )
 
 
@@ -69,10 +79,6 @@ def keep_serializable(entries) -> list[bool]:
     return keep
 
 
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--weights", type=Path, required=True)
@@ -86,20 +92,27 @@ def main() -> None:
     args.stage = f"aot-precompile-{args.phase}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     s = Stage(args)
-    from personalive.pipeline.window import WindowStepModule, build_window_module
+    from personalive.pipeline.window import OUTPUT_NAMES, WindowStepModule, build_window_module
 
     models = s.models()
     module = build_window_module(models, s.config).eval()
     names = module.input_names
     features = module.feature_names
 
-    def args_for(keyframes: int) -> tuple:
+    def inputs_for(keyframes: int) -> dict[str, torch.Tensor]:
         with torch.inference_mode():  # the job's step inputs are inference tensors
             inputs = s.inputs(models, keyframes)
         if args.phase == "save":  # a loaded function refuses marked tensors (a guard: "absent at compile time")
             for name in features:
                 torch._dynamo.mark_dynamic(inputs[name], 1)
-        return tuple(inputs[n] for n in names)
+        return inputs
+
+    def as_step(forward):  # forward(module, *inputs) as the window-step contract: inputs -> outputs by name
+        def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return dict(zip(OUTPUT_NAMES, forward(module, *(inputs[n] for n in names)), strict=True))
+
+        return run
 
     path = (args.artifact_dir or args.out) / ARTIFACT
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +121,8 @@ def main() -> None:
         options = {"guard_filter_fn": keep_serializable}
         fn = torch.compile(WindowStepModule.forward, fullgraph=True, dynamic=False, options=options)
         with torch.no_grad():
-            compiled = fn.aot_compile(((module, *args_for(0)), {}))
+            example = inputs_for(0)
+            compiled = fn.aot_compile(((module, *(example[n] for n in names)), {}))
         sync()
         seconds = round(time.perf_counter() - t0, 1)
         s.record(what="aot_compile", seconds=seconds, guards=dict(GUARD_COUNTS), on_self=ON_SELF)
@@ -120,39 +134,27 @@ def main() -> None:
         with path.open("rb") as f:
             compiled = torch.compiler.load_compiled_function(f, f_globals=step_globals)
         s.record(what="loaded", seconds=round(time.perf_counter() - t0, 2))
+    step, eager = as_step(compiled), as_step(WindowStepModule.forward)
     for keyframes in KEYFRAMES:
-        step_args = args_for(keyframes)
+        inputs = inputs_for(keyframes)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            out = compiled(module, *step_args)
+        out = step(inputs)
+        sync()
+        first = time.perf_counter() - t0
+        rel = max_relative(out, eager(inputs))
+        s.record(what="compiled vs eager", keyframes=keyframes, first_call_s=round(first, 2), max_rel=rel)
+        s.record(what="uncaptured step", keyframes=keyframes, **timed(lambda i=inputs: step(i)))
+        if s.device.type == "cuda":  # the product's capture, as the compile backend replays its step
+            graphed = GraphedStep(step, "precompiled step", capture_after=1)
+            replayed = graphed(inputs)
             sync()
-            first = time.perf_counter() - t0
-            ref = module(*step_args)
-        s.record(
-            what="compiled vs eager",
-            keyframes=keyframes,
-            first_call_s=round(first, 2),
-            max_rel=[round(relative(a, b), 5) for a, b in zip(out, ref, strict=True)],
-        )
-        with torch.no_grad():
-            s.record(what="uncaptured step", keyframes=keyframes, **timed(lambda a=step_args: compiled(module, *a)))
-            if s.device.type == "cuda":
-                graph, stream = torch.cuda.CUDAGraph(), torch.cuda.Stream()
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream):
-                    for _ in range(3):
-                        compiled(module, *step_args)
-                torch.cuda.current_stream().wait_stream(stream)
-                with torch.cuda.graph(graph):
-                    captured = compiled(module, *step_args)
-                graph.replay()
-                sync()
-                s.record(
-                    what="step in a CUDA graph",
-                    keyframes=keyframes,
-                    replay_equals_uncaptured=max(relative(a, b) for a, b in zip(captured, out, strict=True)),
-                    **timed(graph.replay),
-                )
+            s.record(
+                what="step in a CUDA graph",
+                keyframes=keyframes,
+                captured=bool(graphed.graphs),
+                replay_equals_uncaptured=max(max_relative(replayed, out).values()),
+                **timed(lambda g=graphed, i=inputs: g(i)),
+            )
     log.info("%s", json.dumps(s.rows))
 
 

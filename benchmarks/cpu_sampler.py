@@ -70,7 +70,7 @@ def main() -> None:
         now = _threads()
         by_process: dict[str, float] = {}
         for key, (_, cpu) in now.items():
-            used = cpu - previous.get(key, (None, 0.0))[1] if key in previous else cpu
+            used = cpu - previous.get(key, ("", 0.0))[1]  # a thread new since the last reading: all of it
             if used > 0:
                 process = _process(key[0], names)
                 by_process[process] = by_process.get(process, 0.0) + used
@@ -79,7 +79,7 @@ def main() -> None:
         seen |= now
     totals = []
     for key, (name, cpu) in seen.items():
-        used = cpu - first[key][1] if key in first else cpu
+        used = cpu - first.get(key, ("", 0.0))[1]
         if used >= 0.1:
             totals.append({"process": _process(key[0], names), "tid": key[1], "thread": name, "cpu_s": round(used, 2)})
     totals.sort(key=lambda row: -row["cpu_s"])
