@@ -14,12 +14,13 @@ graph; the reference features' token axis dynamic) on this PyTorch, and what it 
 * ``load`` (a fresh process, same weights): the artifact's load time, its first call, the same comparisons and
   timings.
 
-Found on the 2-core CPU (torch 2.13): the guards record the grad mode and each input's dispatch keys as traced, so
-the function is compiled and called under ``no_grad`` with inference tensors (under ``inference_mode`` the same
-tensors fail the dispatch-key guard). dynamo cannot serialize guards on object identity (the attention
-processors' ``__call__`` code, global functions such as ``ddim_step``, the networks' classes): a guard filter drops
-those kinds, as dynamo's own ``caching_precompile`` does -- an artifact is then valid for this code only, which a
-product would pin in its sidecar. Guards on the tensors (shapes, strides, dtypes, devices) stay.
+The compilation, saving, loading and calling are the product's (:mod:`personalive.backends.precompiled`, which
+``build-engine --format precompiled`` uses); what this probe adds is the step's time, uncaptured and in a CUDA
+graph, and its output against eager, in the process that compiles and in a fresh one. Found on the 2-core CPU
+(torch 2.13, before the product had it): compile 450 s and load 12.5 s at tiny size, 128x128; equal to eager to 5e-6
+at 0 and 3 keyframes from one file (RESULTS, sixteenth session). torch 2.11 (the GPU host's) gives
+``torch.compile``'s result its ``aot_compile`` only under ``torch._dynamo.config.enable_aot_compile``, which the
+product's ``precompile`` sets.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -37,6 +37,7 @@ import torch
 
 from benchmarks.engine_gpu import Stage, sync, timed
 from benchmarks.graphs_gpu import max_relative
+from personalive.backends import precompiled as pc
 from personalive.backends.graphs import GraphedStep
 
 log = logging.getLogger("benchmarks.aot_precompile_probe")
@@ -44,39 +45,6 @@ ARTIFACT = "window_step.aot"
 # at 64x64 (tiny) the smallest reference features have one token, which dynamo specialises despite the marking;
 # KEYFRAMES=0 there
 KEYFRAMES = [int(k) for k in os.environ.get("KEYFRAMES", "0,3").split(",")]
-
-
-# the guard kinds dynamo cannot serialize (torch 2.13's CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES)
-IDENTITY_GUARDS = frozenset(
-    {
-        "DICT_VERSION",
-        "NN_MODULE",
-        "ID_MATCH",
-        "FUNCTION_MATCH",
-        "CLASS_MATCH",
-        "MODULE_MATCH",
-        "CLOSURE_MATCH",
-        "WEAKREF_ALIVE",
-    }
-)
-
-
-# GUARDS=inputs also drops the guards on the module passed as ``self`` (one per parameter and module attribute,
-# ~32,600 at tiny size: rebuilding them took ~30 % of a load on the CPU), since the weights and the config are what
-# a product's sidecar pins. Not the default: on the CPU its artifact failed to load (a kept guard still reads
-# ``self``, saved as missing); GUARDS=all (the default) keeps them and loads
-ON_SELF = os.environ.get("GUARDS", "all") == "inputs"
-GUARD_COUNTS: dict[str, int] = {}
-
-
-def keep_serializable(entries) -> list[bool]:
-    keep = [
-        not ({e.guard_type, *(e.derived_guard_types or ())} & IDENTITY_GUARDS)
-        and not (ON_SELF and re.search(r"\bself\b", e.name))  # also type(self...), dict.keys(self...)
-        for e in entries
-    ]
-    GUARD_COUNTS.update(offered=len(keep), kept=sum(keep))
-    return keep
 
 
 def main() -> None:
@@ -101,38 +69,30 @@ def main() -> None:
 
     def inputs_for(keyframes: int) -> dict[str, torch.Tensor]:
         with torch.inference_mode():  # the job's step inputs are inference tensors
-            inputs = s.inputs(models, keyframes)
-        if args.phase == "save":  # a loaded function refuses marked tensors (a guard: "absent at compile time")
-            for name in features:
-                torch._dynamo.mark_dynamic(inputs[name], 1)
-        return inputs
+            return s.inputs(models, keyframes)
 
     def as_step(forward):  # forward(module, *inputs) as the window-step contract: inputs -> outputs by name
         def run(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            with torch.no_grad():
-                return dict(zip(OUTPUT_NAMES, forward(module, *(inputs[n] for n in names)), strict=True))
+            outputs = pc.call(forward, (module, *(inputs[n] for n in names)), path, "the probe's save phase")
+            return dict(zip(OUTPUT_NAMES, outputs, strict=True))
 
         return run
 
     path = (args.artifact_dir or args.out) / ARTIFACT
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if args.phase == "save":
-        options = {"guard_filter_fn": keep_serializable}
-        fn = torch.compile(WindowStepModule.forward, fullgraph=True, dynamic=False, options=options)
-        with torch.no_grad():
-            example = inputs_for(0)
-            compiled = fn.aot_compile(((module, *(example[n] for n in names)), {}))
+    if args.phase == "save":  # the product's build-engine --format precompiled does the same (one graph, no_grad)
+        example = inputs_for(0)
+        first = 1 + len(names) - len(features)
+        dynamic = [(first + i, 1) for i in range(len(features))]
+        compiled = pc.precompile(WindowStepModule.forward, (module, *(example[n] for n in names)), dynamic)
         sync()
-        seconds = round(time.perf_counter() - t0, 1)
-        s.record(what="aot_compile", seconds=seconds, guards=dict(GUARD_COUNTS), on_self=ON_SELF)
+        s.record(what="aot_compile", seconds=round(time.perf_counter() - t0, 1))
         t0 = time.perf_counter()
-        compiled.save_compiled_function(str(path))
+        pc.save(compiled, path)
         s.record(what="saved", seconds=round(time.perf_counter() - t0, 2), mib=round(path.stat().st_size / 2**20, 1))
     else:
-        step_globals = vars(sys.modules[WindowStepModule.__module__])  # what the guards and the code read
-        with path.open("rb") as f:
-            compiled = torch.compiler.load_compiled_function(f, f_globals=step_globals)
+        compiled = pc.load(path, vars(sys.modules[WindowStepModule.__module__]))  # what the guards and code read
         s.record(what="loaded", seconds=round(time.perf_counter() - t0, 2))
     step, eager = as_step(compiled), as_step(WindowStepModule.forward)
     for keyframes in KEYFRAMES:

@@ -90,6 +90,9 @@
 #      eager backend, under the compile-statistics wrapper of calls AP/AT -- each beside a CPU sampler.
 #   AW: (sixteenth session) the window step precompiled with torch.compile's aot_compile: compiled and saved, then
 #      loaded in a fresh process (load time, output against eager, the step's time); upstream last.
+#   AX: (seventeenth session) the product's precompiled step: `build-engine --format precompiled` (compile time,
+#      file size), then a fresh `animate --backend compile` that loads it (warm start without tracing, steady
+#      windows), verify-engine of the file if time is left; upstream last.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -755,6 +758,24 @@ AW)  # sixteenth session: the window step precompiled (aot_compile), saved, then
     grep -v Warning "$OUT/aot-$phase.log" | grep "engine_gpu\|rc=\|Error" | cut -c1-400 | tail -n 8
   done
   [ $SECONDS -lt 430 ] && upstream
+  ;;
+AX)  # seventeenth session: the precompiled step (build-engine --format precompiled) and the warm start it gives
+  ENG=/tmp/engines-ax; rm -rf "$ENG"; export PERSONALIVE_CACHE_DIR=/tmp/cc-ax; rm -rf "$PERSONALIVE_CACHE_DIR"
+  log "build-engine --format precompiled"
+  T0=$SECONDS; $FG timeout ${BUILD_TIMEOUT:-330} $PY -m personalive.cli build-engine --format precompiled \
+    --weights $W --dtype ${DTYPE:-fp16} --device $DEVICE --set runtime.engine_dir=$ENG ${BUILD_ARGS:-} \
+    > "$OUT/precompiled-build.log" 2>&1
+  echo "build rc=$? wall_s=$((SECONDS - T0))" >> "$OUT/precompiled-build.log"; ls -l $ENG >> "$OUT/precompiled-build.log" 2>&1
+  cp $ENG/*.json "$OUT/" 2>/dev/null
+  grep -v Warning "$OUT/precompiled-build.log" | grep "precompiled\|rc=\|Error" | cut -c1-300
+  ANIMATE_TIMEOUT=${WARM_TIMEOUT:-150} ANIMATE_ARGS="--timeout ${WARM_TIMEOUT:-150}" sampled precompiled \
+    animate ${CLIP_FRAMES:-300} precompiled --backend compile --set runtime.engine_dir=$ENG --set media.preset=ultrafast
+  [ $SECONDS -lt 400 ] && upstream
+  if [ $SECONDS -lt 450 ]; then
+    log "verify-engine"; timeout $((560 - SECONDS)) $PY -m personalive.cli verify-engine $ENG/*.ptstep --weights $W \
+      --device $DEVICE --draws 2 > "$OUT/precompiled-verify.log" 2>&1; echo "verify rc=$?" >> "$OUT/precompiled-verify.log"
+    grep -v Warning "$OUT/precompiled-verify.log" | tail -n 4 | cut -c1-300
+  fi
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

@@ -42,8 +42,9 @@ def build_engine(
         typer.Option(
             "--format",
             help="tensorrt (ONNX export + TensorRT; the default where TensorRT is installed), aoti "
-            "(an AOTInductor package, the default elsewhere) or compile-cache (inductor's compiled code for "
-            "--backend compile).",
+            "(an AOTInductor package, the default elsewhere), compile-cache (inductor's compiled code for "
+            "--backend compile) or precompiled (the whole step compiled ahead of time: --backend compile starts "
+            "without tracing).",
         ),
     ] = None,
 ) -> None:
@@ -73,7 +74,8 @@ def verify_engine(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A .engine (TensorRT), .onnx (onnxruntime), .pt2 (AOTInductor) or .ptcache (compile cache)."
+            help="A .engine (TensorRT), .onnx (onnxruntime), .pt2 (AOTInductor), .ptcache (compile cache) or "
+            ".ptstep (precompiled step)."
         ),
     ],
     weights: WeightsOpt = None,

@@ -60,7 +60,7 @@ def _paths(out: Path | None, engine_dir: str, weights_hash: str, subset: dict, p
     return out.with_suffix(".onnx"), out
 
 
-ENGINE_FORMATS = ("tensorrt", "aoti", "compile-cache")
+ENGINE_FORMATS = ("tensorrt", "aoti", "compile-cache", "precompiled")
 
 
 def default_engine_format() -> str:
@@ -93,10 +93,11 @@ def build_engine(
         if onnx_only:
             raise ConfigError("--onnx-only: only with --format tensorrt (an AOTInductor package has no ONNX step)")
         return build_aoti_engine(config, out=out, max_keyframes=max_keyframes, verify=verify)
-    if engine_format == "compile-cache":
+    if engine_format in ("compile-cache", "precompiled"):
         if onnx_only:
-            raise ConfigError("--onnx-only: only with --format tensorrt (a compile cache has no ONNX step)")
-        return build_compile_cache(config, out=out, max_keyframes=max_keyframes, verify=verify)
+            raise ConfigError(f"--onnx-only: only with --format tensorrt (--format {engine_format} has no ONNX step)")
+        build = build_compile_cache if engine_format == "compile-cache" else build_precompiled
+        return build(config, out=out, max_keyframes=max_keyframes, verify=verify)
 
     from personalive.backends.onnx import export_window_step
 
@@ -213,6 +214,31 @@ def build_compile_cache(config: RunConfig, *, out: Path | None, max_keyframes: i
     return path
 
 
+def build_precompiled(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
+    """``build-engine --format precompiled``: the step compiled ahead of time, saved (docs/engines.md)."""
+    from personalive.backends import aoti, precompiled
+
+    precompiled.check_supported()  # before minutes of loading and compilation
+    path = Path(out) if out is not None else None
+    if path is not None and path.suffix != precompiled.SUFFIX:
+        raise ConfigError(f"--out {path}: a precompiled step is a {precompiled.SUFFIX} file")
+    precision, k, device = _engine_options(config, max_keyframes)
+    models = _load_models(config, precision, device)
+    subset = artifacts.config_subset(config)
+    if path is None:
+        facts = aoti.device_facts(device)
+        path = precompiled.default_step_path(
+            config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts
+        )
+    command = precompiled.rebuild_command(config, k)
+    meta = precompiled.build_step(models, config, path, precision=precision, k=k, device=device, build_command=command)
+    artifacts.write_sidecar(path, meta)
+    del models
+    if verify:
+        verify_engine(config, path, meta)
+    return path
+
+
 def _open_compile_cache(path: Path, config: RunConfig, precision: str, device):
     """--backend compile on freshly loaded networks in ``precision``, with the cache at ``path`` loaded."""
     from personalive.backends.compiled import CompiledWindowStep
@@ -228,6 +254,11 @@ def _open_runner(path: Path, meta: artifacts.Sidecar, device):
 
         compile_cache_engine.check_cache(meta, path, device, rebuild=meta.build_command)
         return lambda config: _open_compile_cache(path, config, meta.precision, device)
+    if path.suffix == ".ptstep":
+        from personalive.backends import precompiled
+
+        precompiled.check_step(meta, path, device, rebuild=meta.build_command)
+        return lambda config: precompiled.open_step(path, config, meta.precision, device)
     if path.suffix == ".pt2":
         from personalive.backends import aoti
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # 2: the reference inputs are each block's reference keys | values (2C channels), not the raw features (C)
 SIDECAR_FORMAT = 2
 ARTIFACT_STEM = "window_step"
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".pt2")
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".pt2", ".ptcache", ".ptstep")
 
 
 @dataclass
@@ -43,7 +43,7 @@ class TensorSpec:
 class Sidecar:
     """What an artifact was built from and for (see the module docstring)."""
 
-    kind: str  # "onnx" | "tensorrt" | "aoti"
+    kind: str  # "onnx" | "tensorrt" | "aoti" | "compile-cache" | "precompiled"
     precision: str  # fp32 | fp16 | bf16: the dtype of the graph's inputs, outputs and weights
     weights_hash: str
     config: dict[str, Any]  # see config_subset()
@@ -116,12 +116,15 @@ def read_sidecar(artifact: str | Path) -> Sidecar:
 
 
 def read_artifact_sidecar(artifact: str | Path) -> Sidecar:
-    """The sidecar of a ``.onnx``, ``.engine`` or ``.pt2`` file given by the user (InputError if either is missing)."""
+    """The sidecar of an artifact file given by the user (InputError if either is missing)."""
     artifact = Path(artifact)
     if not artifact.is_file():
         raise InputError(f"{artifact}: file not found")
     if artifact.suffix not in ARTIFACT_SUFFIXES:
-        raise InputError(f"{artifact}: expected a .onnx (onnxruntime), .engine (TensorRT) or .pt2 (AOTInductor) file")
+        raise InputError(
+            f"{artifact}: expected a .onnx (onnxruntime), .engine (TensorRT), .pt2 (AOTInductor), .ptcache (compile "
+            "cache) or .ptstep (precompiled step) file"
+        )
     return read_sidecar(artifact)
 
 

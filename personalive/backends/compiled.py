@@ -15,6 +15,9 @@ every UNet call and DDIM jump, the decode and the shift -- is captured once per 
 (:mod:`personalive.backends.graphs`, shared with the eager and AOTInductor backends); inductor's own CUDA graphs
 stay off, since the step is captured whole.
 
+Precompiled: with a file of ``build-engine --format precompiled`` for the run, the step is loaded from it and
+nothing is traced (:mod:`personalive.backends.precompiled`).
+
 Cache: inductor's on-disk caches (FX graphs, autotuning results, Triton kernels) are kept in
 :func:`personalive.environment.compile_cache_dir` (under the user's cache folder, or ``TORCHINDUCTOR_CACHE_DIR``
 when set), so a second process skips code generation and autotuning: it pays dynamo's tracing and the loading of
@@ -25,6 +28,7 @@ mid-run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -35,8 +39,6 @@ from personalive.backends.regions import compile_unet_regions
 from personalive.pipeline.window import WindowStepModule, build_window_module
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from personalive.config import RunConfig
 
 # runtime.compile_*_mode -> torch.compile's mode; inductor's own CUDA graphs stay off: the step is captured whole
@@ -75,11 +77,19 @@ class CompiledWindowStep(EagerWindowStep):
     @classmethod
     def from_models(
         cls, models: Any, config: RunConfig, device: torch.device, engine: str | Path | None = None
-    ) -> CompiledWindowStep:
+    ) -> EagerWindowStep:
+        from personalive.backends import precompiled
         from personalive.backends.compile_cache_engine import find_cache, load_cache
 
         r = config.runtime
         gpu = torch.device(device).type == "cuda"  # max-autotune: a GPU probe (VAE decode 67 -> 29 ms); CPU: default
+        # build-engine --format precompiled: no tracing at all; preferred to a compile cache when both are there
+        # (an --engine FILE is taken by its suffix; only without one is the default path looked up)
+        step_path = None
+        if engine is None or Path(engine).suffix == precompiled.SUFFIX:
+            step_path = precompiled.find_step(models, config, torch.device(device), engine)
+        if step_path is not None:
+            return precompiled.PrecompiledWindowStep.from_path(step_path, models, config, device)
         cache = find_cache(models, config, torch.device(device), engine)  # build-engine --format compile-cache
         if cache is not None:
             load_cache(cache)

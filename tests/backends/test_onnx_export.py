@@ -124,7 +124,8 @@ def test_verify_engine_rejects_other_file_kinds(tmp_path):
     bad.write_bytes(b"")
     result = CliRunner().invoke(app, ["verify-engine", str(bad), "--device", "cpu"])
     out = result.output.replace("\n", " ")
-    assert result.exit_code == 2 and "expected a .onnx (onnxruntime), .engine (TensorRT) or .pt2 (AOTInductor)" in out
+    assert result.exit_code == 2 and "expected a .onnx (onnxruntime), .engine (TensorRT), .pt2 (AOTInductor)" in out
+    assert ".ptcache (compile cache) or .ptstep (precompiled step) file" in out
 
 
 def test_missing_engine_names_the_build_command(weights):

@@ -5,6 +5,7 @@ Each stand-in depends on its inputs (so motion, pose and keyframes change the ou
 
 from __future__ import annotations
 
+from collections import namedtuple
 from types import SimpleNamespace
 
 import torch
@@ -20,6 +21,9 @@ UNET = {
 }
 
 
+Decoded = namedtuple("Decoded", "sample")  # dynamo traces a namedtuple (a SimpleNamespace breaks a full graph)
+
+
 class StubVAE(nn.Module):
     config = SimpleNamespace(scaling_factor=0.5, block_out_channels=[4, 4, 4, 4], latent_channels=4)
     dtype = torch.float32
@@ -29,7 +33,7 @@ class StubVAE(nn.Module):
         return SimpleNamespace(latent_dist=SimpleNamespace(mean=torch.cat([z, z.mean(1, keepdim=True)], 1)))
 
     def decode(self, z):
-        return SimpleNamespace(sample=torch.tanh(F.interpolate(z[:, :3], scale_factor=8.0)))
+        return Decoded(torch.tanh(F.interpolate(z[:, :3], scale_factor=8.0)))
 
 
 class StubPoseGuider(nn.Module):

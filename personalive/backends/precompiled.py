@@ -1,0 +1,397 @@
+"""The window step precompiled ahead of time: ``--backend compile`` without dynamo's tracing at start.
+
+Why: a second process of ``--backend compile`` with warm inductor caches still spends 18-27 s tracing the
+networks with dynamo before its first window (calls AT and AV on an H200's host); issue 15 asks for a warm start
+<= 30 s. PyTorch's ``torch.compile(fn, fullgraph=True).aot_compile(example)`` (experimental) traces and compiles
+once and saves the compiled function with its guards; ``torch.compiler.load_compiled_function`` loads it in
+another process without tracing (on the 2-core CPU, tiny weights: 12.5 s to load against 450 s to compile).
+
+``personalive build-engine --format precompiled`` compiles ``WindowStepModule.forward`` as one graph, inductor's
+default mode, with the module passed as its first argument: the weights are inputs of the graph, not part of the
+file. The reference features' token axis is dynamic, so one file serves every keyframe count (compiled on a
+window with 0 keyframes). ``--backend compile`` uses the file when it finds one for the run (or is given
+``--engine FILE``), else compiles as before; ``verify-engine`` checks it like any engine.
+
+What the file holds and what it depends on:
+
+* the guards record the grad mode and each input's dispatch keys and strides as traced: the step is compiled and
+  called under ``no_grad`` with contiguous inference tensors (the job's inputs are inference tensors; slices and
+  other tensors are copied);
+* dynamo cannot serialise guards on object identity (the code of the networks' methods, global functions such as
+  ``ddim_step``, classes), and guards on other modules' globals are saved under names a new process lacks: both
+  are dropped (as dynamo's default filter for ``aot_compile`` does), so the file is valid for the code it was
+  compiled from only. The sidecar pins it: Python, torch, diffusers, and a hash of this package's
+  sources, beside what every engine pins (device, GPU, weights, config, precision, keyframes);
+* the guards on tensors (shapes, strides, dtypes, devices) and on the module's parameters stay: a call whose
+  inputs differ is refused with the guard that failed, never run wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from personalive.backends.eager import EagerWindowStep
+from personalive.errors import EngineMismatchError, InputError, MissingDependencyError, PersonaLiveError
+from personalive.pipeline.window import OUTPUT_NAMES, WindowStepModule, build_window_module
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".ptstep"
+KIND = "precompiled"
+
+# the guard kinds dynamo cannot serialise (torch 2.13's CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES)
+IDENTITY_GUARDS = frozenset(
+    {
+        "DICT_VERSION",
+        "NN_MODULE",
+        "ID_MATCH",
+        "FUNCTION_MATCH",
+        "CLASS_MATCH",
+        "MODULE_MATCH",
+        "CLOSURE_MATCH",
+        "WEAKREF_ALIVE",
+    }
+)
+
+
+class PrecompileError(PersonaLiveError):
+    """A precompiled step could not be built or loaded."""
+
+
+def check_supported() -> None:
+    """Raise when this PyTorch has no ahead-of-time ``torch.compile`` (experimental; 2.13 has it)."""
+    if not hasattr(torch.compiler, "load_compiled_function"):
+        raise MissingDependencyError(
+            f"torch {torch.__version__} cannot precompile the window step (no torch.compiler.load_compiled_function); "
+            "use --format compile-cache or a newer torch"
+        )
+
+
+def keep_serializable(entries: Sequence[Any]) -> list[bool]:
+    """dynamo's guard filter: keep every guard but those on object identity and on globals (see the module
+    docstring; a global of another module is saved under a name of this process's, which a new one lacks)."""
+    return [
+        not (getattr(e, "is_global", False) or {e.guard_type, *(e.derived_guard_types or ())} & IDENTITY_GUARDS)
+        for e in entries
+    ]
+
+
+def precompile(forward: Callable, args: tuple, dynamic: Sequence[tuple[int, int]] = ()) -> Any:
+    """``forward(*args)`` compiled ahead of time as one graph; each ``(i, dim)`` of ``dynamic``: size ``dim`` of
+    ``args[i]`` dynamic (marked on a copy: a loaded function refuses tensors marked at call time).
+
+    Under ``no_grad``: the guards record the grad mode, and the step runs without autograd."""
+    check_supported()
+    with _aot_compile_enabled():
+        compiled = torch.compile(
+            forward, fullgraph=True, dynamic=False, options={"guard_filter_fn": keep_serializable}
+        )
+    args = list(args)
+    for i, dim in dynamic:
+        args[i] = _copy(args[i])
+        torch._dynamo.mark_dynamic(args[i], dim)
+    with torch.no_grad():
+        return compiled.aot_compile((tuple(args), {}))
+
+
+def _aot_compile_enabled():
+    """torch 2.11 gives ``torch.compile``'s result an ``aot_compile`` only under this dynamo switch (2.13 always)."""
+    import contextlib
+
+    if hasattr(torch._dynamo.config, "enable_aot_compile"):
+        return torch._dynamo.config.patch(enable_aot_compile=True)
+    return contextlib.nullcontext()
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.is_inference():
+        with torch.inference_mode():
+            return tensor.clone()
+    return tensor.clone()
+
+
+def save(compiled: Any, path: Path) -> int:
+    """Write ``compiled`` to ``path`` atomically; its size in bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        compiled.save_compiled_function(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def load(path: Path, f_globals: dict[str, Any]) -> Any:
+    """The compiled function in ``path``; ``f_globals``: the globals of the module that defined it (its code and
+    its guards read them)."""
+    check_supported()
+    t0 = time.perf_counter()
+    try:
+        with Path(path).open("rb") as f:
+            compiled = torch.compiler.load_compiled_function(f, f_globals=f_globals)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged file, or one written by another torch or Python
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise PrecompileError(f"{path}: not a precompiled step this torch can load ({reason}); rebuild it") from exc
+    log.info("precompiled step %s loaded in %.1f s", path, time.perf_counter() - t0)
+    return compiled
+
+
+def call(compiled: Any, args: tuple, path: Path | str, rebuild: str) -> Any:
+    """``compiled(*args)`` under ``no_grad`` and outside ``inference_mode`` (the stream runs in it, and the guards
+    on dispatch keys see its thread-local state: as traced, or refused); a guard that fails (inputs or module
+    unlike the compiled ones) is an EngineMismatchError naming it, not a traceback."""
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            return compiled(*args)
+    except RuntimeError as exc:
+        if "GuardManager check failed" not in str(exc):
+            raise
+        raise EngineMismatchError(
+            f"{path}: the precompiled step refuses this call ({failed_guard(exc)}); rebuild with `{rebuild}`"
+        ) from exc
+
+
+def failed_guard(exc: BaseException) -> str:
+    """The first failed guard's text in dynamo's guard error (the whole message, shortened, if it has none)."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"verbose_code_parts=\[\s*(['\"])(.*?)\1\s*[,\]]", text)
+    return (found.group(2) if found else text)[:240]
+
+
+def as_traced(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as the traced inputs were, copied where it is not: an inference tensor (the guards record the
+    dispatch keys) and contiguous (they record the strides: the job feeds back slices of the last window's
+    outputs, e.g. ``pose_all[:, :, W:]``, which the compile backend would recompile for and this file refuses)."""
+    if tensor.is_inference() and tensor.stride() == dense_strides(tensor.shape):
+        return tensor
+    with torch.inference_mode():
+        return tensor.clone(memory_format=torch.contiguous_format)
+
+
+def dense_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    """A fresh contiguous tensor's strides. Not ``is_contiguous()``, which ignores the strides of size-1 axes: the
+    guards do not (verify-engine's draws are slices of a batch, e.g. ``pose`` of shape (1, ...) with the batch's
+    stride)."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(int(size), 1)
+    return tuple(reversed(strides))
+
+
+# --------------------------------------------------------------------------------------- what a file depends on
+
+
+def source_hash(root: Path | None = None) -> str:
+    """sha256 of the Python sources under ``root`` (names and bytes; default: this package's), the code the
+    dropped identity guards stood for."""
+    root = Path(__file__).resolve().parents[1] if root is None else Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def code_facts() -> dict[str, str]:
+    """What the compiled code was traced from, beyond torch: Python, diffusers, and this package's sources."""
+    try:
+        diffusers = metadata.version("diffusers")
+    except metadata.PackageNotFoundError:
+        diffusers = "none"
+    return {
+        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "diffusers_version": diffusers,
+        "source_hash": source_hash(),
+    }
+
+
+def default_step_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
+    """``engines/<stem>-<sm90|cpu>-torch<version>-py<version>.ptstep``; used by build-engine and the lookup."""
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_tag
+
+    stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
+    version = str(facts["torch_version"]).replace("+", "-")
+    python = f"{sys.version_info.major}{sys.version_info.minor}"
+    return Path(engine_dir) / f"{stem}-{device_tag(facts)}-torch{version}-py{python}{SUFFIX}"
+
+
+def rebuild_command(config: Any, k: int) -> str:
+    from personalive.backends import artifacts
+
+    subset = artifacts.config_subset(config)
+    command = artifacts.build_command(None, config.model.weights_dir, subset, str(config.model.dtype), k)
+    return f"{command} --format {KIND} --device {config.runtime.device}"
+
+
+def build_step(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):
+    """Compile the window step of ``models`` (in ``precision`` on ``device``) and write it to ``path``; returns
+    the sidecar (not yet written)."""
+    from personalive import __version__
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_facts
+    from personalive.backends.onnx import window_step_io
+    from personalive.environment import torch_dtype
+    from personalive.pipeline.window import example_window_inputs
+
+    check_supported()
+    module = build_window_module(models, config).eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.inference_mode():  # the job's inputs are inference tensors; the guards record that
+        example = example_window_inputs(models, config, device, torch_dtype(precision), 0, generator)
+    example = {name: as_traced(tensor) for name, tensor in example.items()}  # dense strides, as every call gets
+    args = (module, *(example[n] for n in module.input_names))
+    t0 = time.perf_counter()
+    first = 1 + len(module.input_names) - len(module.feature_names)  # args[0] is the module
+    dynamic = [(first + i, 1) for i in range(len(module.feature_names))]  # tokens x (1 + keyframes)
+    compiled = precompile(WindowStepModule.forward, args, dynamic)
+    compile_s = time.perf_counter() - t0
+    size = save(compiled, path)
+    log.info("precompiled the window step in %.0f s; wrote %s (%.1f MB)", compile_s, path, size / 1e6)
+    outputs = dict(zip(OUTPUT_NAMES, call(compiled, args, path, build_command), strict=True))
+    specs = [artifacts.TensorSpec(n, str(t.dtype).removeprefix("torch."), list(t.shape)) for n, t in outputs.items()]
+    specs_in, specs_out = window_step_io(example, specs, k)
+    facts = device_facts(device)
+    return artifacts.Sidecar(
+        kind=KIND,
+        precision=precision,
+        weights_hash=models.weights_hash,
+        config=artifacts.config_subset(config),
+        max_keyframes=k,
+        inputs=specs_in,
+        outputs=specs_out,
+        personalive_version=__version__,
+        build_command=build_command,
+        gpu_name=facts["gpu_name"],
+        compute_capability=facts["compute_capability"],
+        torch_version=facts["torch_version"],
+        cuda_version=facts["cuda_version"],
+        device_type=facts["device_type"],
+        extra={"compile_s": round(compile_s, 1), "bytes": size, "mode": "default", **code_facts()},
+    )
+
+
+def check_step(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
+    """The sidecar against this machine and code (device, torch, CUDA, GPU, Python, diffusers, sources) and, when
+    given, the run (weights, config, precision, keyframes)."""
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_facts
+
+    if meta.kind != KIND:
+        raise InputError(f"{path}: the sidecar describes a {meta.kind!r} artifact, not a precompiled step")
+    facts = device_facts(device)
+    artifacts.check_sidecar(
+        meta,
+        path,
+        rebuild=rebuild,
+        device_type=facts["device_type"],
+        torch_version=facts["torch_version"],
+        cuda_version=facts["cuda_version"] if facts["device_type"] == "cuda" else None,
+        compute_capability=facts["compute_capability"],
+        gpu_name=facts["gpu_name"],
+        **facts_of_run,
+    )
+    for name, current in code_facts().items():
+        built = meta.extra.get(name)
+        if built != current:
+            what = "this package's sources differ" if name == "source_hash" else f"{name} differs"
+            raise EngineMismatchError(
+                f"{path}: {what}: built for {str(built)[:16]!r}, current {str(current)[:16]!r}; rebuild with "
+                f"`{rebuild}`"
+            )
+
+
+def find_step(models: Any, config: Any, device, engine: str | Path | None) -> Path | None:
+    """The precompiled step for this run: ``engine`` when it is a ``.ptstep`` file (it must match), else the
+    default path when a file is there (checked the same way), else None."""
+    from personalive.backends import artifacts
+    from personalive.backends.aoti import device_facts
+
+    k = artifacts.engine_keyframes(config)
+    rebuild = rebuild_command(config, k)
+    if engine is not None:
+        path = Path(engine)
+        if not path.is_file():
+            raise InputError(f"--engine {path}: file not found; build one with `{rebuild}`")
+    elif getattr(models, "weights_hash", None) is None:
+        return None  # a model set that did not come from a weights folder has no engines
+    else:
+        subset = artifacts.config_subset(config)
+        path = default_step_path(
+            config.runtime.engine_dir, models.weights_hash, subset, str(config.model.dtype), k, device_facts(device)
+        )
+        if not path.is_file():
+            return None
+    check_step(
+        artifacts.read_sidecar(path),
+        path,
+        device,
+        rebuild=rebuild,
+        weights_hash=models.weights_hash,
+        config=artifacts.config_subset(config),
+        precision=str(config.model.dtype),
+        max_keyframes=k,
+    )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- the step
+
+
+class PrecompiledWindowStep(EagerWindowStep):
+    """``--backend compile`` from a precompiled file: the loaded function called on the module's networks; on CUDA
+    devices replayed from CUDA graphs like the compiled step (:mod:`personalive.backends.graphs`)."""
+
+    name = "compile"
+
+    def __init__(self, module: WindowStepModule, path: Path, *, rebuild: str, cuda_graphs: bool = False) -> None:
+        super().__init__(module, cuda_graphs=cuda_graphs)
+        self.path, self.rebuild = Path(path), rebuild
+        self.compiled = load(self.path, vars(sys.modules[WindowStepModule.__module__]))
+
+    @classmethod
+    def from_path(cls, path: Path, models: Any, config: Any, device) -> PrecompiledWindowStep:
+        """The step of ``models`` from the (checked) file at ``path``."""
+        from personalive.backends import artifacts
+        from personalive.backends.graphs import use_graphs
+
+        rebuild = rebuild_command(config, artifacts.engine_keyframes(config))
+        return cls(
+            build_window_module(models, config),
+            path,
+            rebuild=rebuild,
+            # as the compiled step: the loaded function still launches inductor's kernels one by one from Python
+            cuda_graphs=use_graphs(config.runtime.cuda_graphs, pays=True),
+        )
+
+    def _plain_call(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise PersonaLiveError(f"window step inputs lack {missing}: pass every name of window_input_names()")
+        args = (self.module, *(as_traced(inputs[n]) for n in self.input_names))
+        return dict(zip(OUTPUT_NAMES, call(self.compiled, args, self.path, self.rebuild), strict=True))
+
+
+def open_step(path: Path, config: Any, precision: str, device) -> PrecompiledWindowStep:
+    """The file bound to freshly loaded weights of the step's networks in ``precision`` (for verify-engine)."""
+    from personalive.environment import torch_dtype
+    from personalive.pipeline.window import WINDOW_STEP_NETWORKS
+    from personalive.weights import load_models
+
+    dtype, fp32 = torch_dtype(precision), torch_dtype("fp32")
+    models = load_models(Path(config.model.weights_dir), dtype, device, fp32, WINDOW_STEP_NETWORKS)
+    return PrecompiledWindowStep.from_path(path, models, config, device)
