@@ -190,16 +190,16 @@ def build_compile_cache(config: RunConfig, *, out: Path | None, max_keyframes: i
     """``build-engine --format compile-cache``: inductor's compilation of the step, saved (docs/engines.md)."""
     import torch
 
-    from personalive.backends import aoti
     from personalive.backends import compile_cache_engine as cc
     from personalive.backends.compiled import CompiledWindowStep
+    from personalive.backends.torch_artifacts import device_facts
 
     precision, k, device = _engine_options(config, max_keyframes)
     models = _load_models(config, precision, device)
     subset = artifacts.config_subset(config)
     path = Path(out) if out is not None else None
     if path is None:
-        facts = aoti.device_facts(device)
+        facts = device_facts(device)
         path = cc.default_cache_path(config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts)
     elif path.suffix != cc.CACHE_SUFFIX:
         raise ConfigError(f"--out {path}: a compile cache is a {cc.CACHE_SUFFIX} file")
@@ -216,7 +216,8 @@ def build_compile_cache(config: RunConfig, *, out: Path | None, max_keyframes: i
 
 def build_precompiled(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
     """``build-engine --format precompiled``: the step compiled ahead of time, saved (docs/engines.md)."""
-    from personalive.backends import aoti, precompiled
+    from personalive.backends import precompiled
+    from personalive.backends.torch_artifacts import device_facts
 
     precompiled.check_supported()  # before minutes of loading and compilation
     path = Path(out) if out is not None else None
@@ -226,7 +227,7 @@ def build_precompiled(config: RunConfig, *, out: Path | None, max_keyframes: int
     models = _load_models(config, precision, device)
     subset = artifacts.config_subset(config)
     if path is None:
-        facts = aoti.device_facts(device)
+        facts = device_facts(device)
         path = precompiled.default_step_path(
             config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts
         )

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personalive.backends.aoti_wrapper import AOTIError, check_wrapper, loading
+from personalive.backends.torch_artifacts import device_facts, device_tag
 from personalive.errors import InputError
 from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES, WINDOW_STEP_NETWORKS
 
@@ -56,30 +57,6 @@ AOTI_OPTIONS: dict[str, Any] = {
     "aot_inductor.package_constants_in_so": False,
     "aot_inductor.compile_wrapper_opt_level": "O0",
 }
-
-
-def device_facts(device: torch.device) -> dict[str, str | None]:
-    """What a package is specific to: torch and CUDA versions, device type, GPU name and compute capability."""
-    import torch
-
-    facts: dict[str, str | None] = {
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "device_type": device.type,
-        "gpu_name": None,
-        "compute_capability": None,
-    }
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        facts["gpu_name"] = props.name
-        facts["compute_capability"] = f"{props.major}.{props.minor}"
-    return facts
-
-
-def device_tag(facts: dict[str, str | None]) -> str:
-    """``sm90`` for a GPU of compute capability 9.0, ``cpu`` for the CPU."""
-    cc = facts.get("compute_capability")
-    return f"sm{cc.replace('.', '')}" if cc else str(facts["device_type"])
 
 
 def export_program(module: torch.nn.Module, inputs: dict[str, torch.Tensor], base_tokens: dict[str, int], k: int):
@@ -223,8 +200,7 @@ def build_package(models: Any, config: Any, path: Path, *, precision: str, k: in
     """
     import torch
 
-    from personalive import __version__
-    from personalive.backends import artifacts
+    from personalive.backends import torch_artifacts
     from personalive.backends.onnx import window_step_io
     from personalive.environment import torch_dtype
     from personalive.pipeline.window import build_window_module, example_window_inputs
@@ -242,29 +218,23 @@ def build_package(models: Any, config: Any, path: Path, *, precision: str, k: in
     compile_package(program, path)
     compile_s = time.perf_counter() - t0
     log.info("wrote %s (%.1f MB) in %.0f s", path, path.stat().st_size / 1e6, compile_s)
-    specs_in, specs_out = window_step_io(base, output_specs(program), k)
-    facts = device_facts(device)
-    return artifacts.Sidecar(
-        kind="aoti",
+    extra = {
+        "export_s": round(export_s, 1),
+        "compile_s": round(compile_s, 1),
+        "package_bytes": path.stat().st_size,
+        "inductor_options": AOTI_OPTIONS,
+    }
+    io = window_step_io(base, output_specs(program), k)
+    return torch_artifacts.sidecar(
+        "aoti",
+        models,
+        config,
         precision=precision,
-        weights_hash=models.weights_hash,
-        config=artifacts.config_subset(config),
-        max_keyframes=k,
-        inputs=specs_in,
-        outputs=specs_out,
-        personalive_version=__version__,
+        k=k,
+        io=io,
+        device=device,
         build_command=build_command,
-        gpu_name=facts["gpu_name"],
-        compute_capability=facts["compute_capability"],
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"],
-        device_type=facts["device_type"],
-        extra={
-            "export_s": round(export_s, 1),
-            "compile_s": round(compile_s, 1),
-            "package_bytes": path.stat().st_size,
-            "inductor_options": AOTI_OPTIONS,
-        },
+        extra=extra,
     )
 
 
@@ -282,22 +252,10 @@ def output_specs(program) -> list:
 
 def check_package(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
     """The sidecar against this machine (device, torch, CUDA, GPU) and, when given, the run (weights, config...)."""
-    from personalive.backends import artifacts
+    from personalive.backends import torch_artifacts
 
-    if meta.kind != "aoti":
-        raise InputError(f"{path}: the sidecar describes a {meta.kind!r} artifact, not an AOTInductor package")
-    facts = device_facts(device)
-    artifacts.check_sidecar(
-        meta,
-        path,
-        rebuild=rebuild,
-        device_type=facts["device_type"],
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"] if device.type == "cuda" else None,
-        compute_capability=facts["compute_capability"],
-        gpu_name=facts["gpu_name"],
-        **facts_of_run,
-    )
+    what = "an AOTInductor package"
+    torch_artifacts.check(meta, path, device, kind="aoti", what=what, rebuild=rebuild, **facts_of_run)
 
 
 def open_package(path: Path, config: Any, precision: str, device) -> AOTIRunner:

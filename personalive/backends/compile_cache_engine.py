@@ -39,7 +39,7 @@ class CompileCacheError(PersonaLiveError):
 def default_cache_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
     """``engines/<stem>-<sm90|cpu>-torch<version>.ptcache``; used by build-engine and by the backend's lookup."""
     from personalive.backends import artifacts
-    from personalive.backends.aoti import device_tag
+    from personalive.backends.torch_artifacts import device_tag
 
     stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
     version = str(facts["torch_version"]).replace("+", "-")
@@ -62,9 +62,7 @@ def build_cache(
     (atomically). Returns the sidecar (not yet written)."""
     import torch
 
-    from personalive import __version__
-    from personalive.backends import artifacts
-    from personalive.backends.aoti import device_facts
+    from personalive.backends import artifacts, torch_artifacts
     from personalive.backends.onnx import window_step_io
     from personalive.environment import torch_dtype
     from personalive.pipeline.window import example_window_inputs
@@ -88,52 +86,24 @@ def build_cache(
     os.replace(tmp, path)
     log.info("compiled the window step in %.0f s; wrote %s (%.1f MB)", compile_s, path, len(data) / 1e6)
     specs = [artifacts.TensorSpec(n, str(t.dtype).removeprefix("torch."), list(t.shape)) for n, t in outputs.items()]
-    specs_in, specs_out = window_step_io(base, specs, k)
-    facts = device_facts(device)
-    return artifacts.Sidecar(
-        kind=KIND,
-        precision=precision,
-        weights_hash=models.weights_hash,
-        config=artifacts.config_subset(config),
-        max_keyframes=k,
-        inputs=specs_in,
-        outputs=specs_out,
-        personalive_version=__version__,
-        build_command=build_command,
-        gpu_name=facts["gpu_name"],
-        compute_capability=facts["compute_capability"],
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"],
-        device_type=facts["device_type"],
-        extra={
-            "compile_s": round(compile_s, 1),
-            "cache_bytes": len(data),
-            "unet_mode": str(config.runtime.compile_unet_mode),
-            "unet_scope": str(config.runtime.compile_unet_scope),
-            "vae_mode": str(config.runtime.compile_vae_mode),
-        },
+    extra = {
+        "compile_s": round(compile_s, 1),
+        "cache_bytes": len(data),
+        "unet_mode": str(config.runtime.compile_unet_mode),
+        "unet_scope": str(config.runtime.compile_unet_scope),
+        "vae_mode": str(config.runtime.compile_vae_mode),
+    }
+    io = window_step_io(base, specs, k)
+    return torch_artifacts.sidecar(
+        KIND, models, config, precision=precision, k=k, io=io, device=device, build_command=build_command, extra=extra
     )
 
 
 def check_cache(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
     """The sidecar against this machine (device, torch, CUDA, GPU) and, when given, the run (weights, config...)."""
-    from personalive.backends import artifacts
-    from personalive.backends.aoti import device_facts
+    from personalive.backends import torch_artifacts
 
-    if meta.kind != KIND:
-        raise InputError(f"{path}: the sidecar describes a {meta.kind!r} artifact, not a compile cache")
-    facts = device_facts(device)
-    artifacts.check_sidecar(
-        meta,
-        path,
-        rebuild=rebuild,
-        device_type=facts["device_type"],
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"] if facts["device_type"] == "cuda" else None,
-        compute_capability=facts["compute_capability"],
-        gpu_name=facts["gpu_name"],
-        **facts_of_run,
-    )
+    torch_artifacts.check(meta, path, device, kind=KIND, what="a compile cache", rebuild=rebuild, **facts_of_run)
 
 
 def load_cache(path: Path) -> None:
@@ -161,32 +131,9 @@ def load_cache(path: Path) -> None:
 def find_cache(models: Any, config: Any, device, engine: str | Path | None) -> Path | None:
     """The cache for this run: ``engine`` when given (it must exist and match), else the default path when a file
     is there (checked the same way), else None (the backend compiles from scratch, as without caches)."""
-    from personalive.backends import artifacts
-    from personalive.backends.aoti import device_facts
+    from personalive.backends import artifacts, torch_artifacts
 
-    k = artifacts.engine_keyframes(config)
-    rebuild = rebuild_command(config, k)
-    if engine is not None:
-        path = Path(engine)
-        if not path.is_file():
-            raise InputError(f"--engine {path}: file not found; build one with `{rebuild}`")
-    elif getattr(models, "weights_hash", None) is None:
-        return None  # a model set that did not come from a weights folder has no engines
-    else:
-        subset = artifacts.config_subset(config)
-        path = default_cache_path(
-            config.runtime.engine_dir, models.weights_hash, subset, str(config.model.dtype), k, device_facts(device)
-        )
-        if not path.is_file():
-            return None
-    check_cache(
-        artifacts.read_sidecar(path),
-        path,
-        device,
-        rebuild=rebuild,
-        weights_hash=models.weights_hash,
-        config=artifacts.config_subset(config),
-        precision=str(config.model.dtype),
-        max_keyframes=k,
+    rebuild = rebuild_command(config, artifacts.engine_keyframes(config))
+    return torch_artifacts.find(
+        models, config, device, engine, default_path=default_cache_path, check_file=check_cache, rebuild=rebuild
     )
-    return path

@@ -222,7 +222,7 @@ def code_facts() -> dict[str, str]:
 def default_step_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
     """``engines/<stem>-<sm90|cpu>-torch<version>-py<version>.ptstep``; used by build-engine and the lookup."""
     from personalive.backends import artifacts
-    from personalive.backends.aoti import device_tag
+    from personalive.backends.torch_artifacts import device_tag
 
     stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
     version = str(facts["torch_version"]).replace("+", "-")
@@ -241,9 +241,7 @@ def rebuild_command(config: Any, k: int) -> str:
 def build_step(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):
     """Compile the window step of ``models`` (in ``precision`` on ``device``) and write it to ``path``; returns
     the sidecar (not yet written)."""
-    from personalive import __version__
-    from personalive.backends import artifacts
-    from personalive.backends.aoti import device_facts
+    from personalive.backends import artifacts, torch_artifacts
     from personalive.backends.onnx import window_step_io
     from personalive.environment import torch_dtype
     from personalive.pipeline.window import example_window_inputs
@@ -264,47 +262,19 @@ def build_step(models: Any, config: Any, path: Path, *, precision: str, k: int, 
     log.info("precompiled the window step in %.0f s; wrote %s (%.1f MB)", compile_s, path, size / 1e6)
     outputs = dict(zip(OUTPUT_NAMES, call(compiled, args, path, build_command), strict=True))
     specs = [artifacts.TensorSpec(n, str(t.dtype).removeprefix("torch."), list(t.shape)) for n, t in outputs.items()]
-    specs_in, specs_out = window_step_io(example, specs, k)
-    facts = device_facts(device)
-    return artifacts.Sidecar(
-        kind=KIND,
-        precision=precision,
-        weights_hash=models.weights_hash,
-        config=artifacts.config_subset(config),
-        max_keyframes=k,
-        inputs=specs_in,
-        outputs=specs_out,
-        personalive_version=__version__,
-        build_command=build_command,
-        gpu_name=facts["gpu_name"],
-        compute_capability=facts["compute_capability"],
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"],
-        device_type=facts["device_type"],
-        extra={"compile_s": round(compile_s, 1), "bytes": size, "mode": "default", **code_facts()},
+    extra = {"compile_s": round(compile_s, 1), "bytes": size, "mode": "default", **code_facts()}
+    io = window_step_io(example, specs, k)
+    return torch_artifacts.sidecar(
+        KIND, models, config, precision=precision, k=k, io=io, device=device, build_command=build_command, extra=extra
     )
 
 
 def check_step(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
     """The sidecar against this machine and code (device, torch, CUDA, GPU, Python, diffusers, sources) and, when
     given, the run (weights, config, precision, keyframes)."""
-    from personalive.backends import artifacts
-    from personalive.backends.aoti import device_facts
+    from personalive.backends import torch_artifacts
 
-    if meta.kind != KIND:
-        raise InputError(f"{path}: the sidecar describes a {meta.kind!r} artifact, not a precompiled step")
-    facts = device_facts(device)
-    artifacts.check_sidecar(
-        meta,
-        path,
-        rebuild=rebuild,
-        device_type=facts["device_type"],
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"] if facts["device_type"] == "cuda" else None,
-        compute_capability=facts["compute_capability"],
-        gpu_name=facts["gpu_name"],
-        **facts_of_run,
-    )
+    torch_artifacts.check(meta, path, device, kind=KIND, what="a precompiled step", rebuild=rebuild, **facts_of_run)
     for name, current in code_facts().items():
         built = meta.extra.get(name)
         if built != current:
@@ -316,37 +286,14 @@ def check_step(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -
 
 
 def find_step(models: Any, config: Any, device, engine: str | Path | None) -> Path | None:
-    """The precompiled step for this run: ``engine`` when it is a ``.ptstep`` file (it must match), else the
-    default path when a file is there (checked the same way), else None."""
-    from personalive.backends import artifacts
-    from personalive.backends.aoti import device_facts
+    """The precompiled step for this run: ``engine`` when given (it must match), else the default path when a
+    file is there (checked the same way), else None."""
+    from personalive.backends import artifacts, torch_artifacts
 
-    k = artifacts.engine_keyframes(config)
-    rebuild = rebuild_command(config, k)
-    if engine is not None:
-        path = Path(engine)
-        if not path.is_file():
-            raise InputError(f"--engine {path}: file not found; build one with `{rebuild}`")
-    elif getattr(models, "weights_hash", None) is None:
-        return None  # a model set that did not come from a weights folder has no engines
-    else:
-        subset = artifacts.config_subset(config)
-        path = default_step_path(
-            config.runtime.engine_dir, models.weights_hash, subset, str(config.model.dtype), k, device_facts(device)
-        )
-        if not path.is_file():
-            return None
-    check_step(
-        artifacts.read_sidecar(path),
-        path,
-        device,
-        rebuild=rebuild,
-        weights_hash=models.weights_hash,
-        config=artifacts.config_subset(config),
-        precision=str(config.model.dtype),
-        max_keyframes=k,
+    rebuild = rebuild_command(config, artifacts.engine_keyframes(config))
+    return torch_artifacts.find(
+        models, config, device, engine, default_path=default_step_path, check_file=check_step, rebuild=rebuild
     )
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------- the step

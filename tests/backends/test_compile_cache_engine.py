@@ -16,7 +16,7 @@ import torch
 
 from personalive.backends import artifacts
 from personalive.backends import compile_cache_engine as cc
-from personalive.backends.aoti import device_facts
+from personalive.backends.torch_artifacts import device_facts
 from personalive.config import ModelDtype, RunConfig
 from personalive.errors import EngineMismatchError, InputError
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from personalive.backends import artifacts
 from personalive.backends import precompiled as pc
-from personalive.backends.aoti import device_facts
+from personalive.backends.torch_artifacts import device_facts
 from personalive.config import ModelDtype, RunConfig
 from personalive.errors import EngineMismatchError, InputError, MissingDependencyError
 
