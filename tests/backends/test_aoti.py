@@ -99,13 +99,18 @@ def test_animate_on_the_package_writes_the_eager_video(package, tiny_weights, tm
         args += ["--device", "cpu", "--dtype", "fp32", "--seed", "3", "--backend", backend]
         args += ["--set", "generation.height=128", "--set", "generation.width=128"]
         args += ["--set", "generation.max_keyframes=1"] + (["--engine", path] if backend == "aoti" else [])
+        # lossless: the frames as generated (H.264 at CRF 18 turned fp32 rounding on noise-like frames into a mean
+        # difference of 1.05 once, over the 1.0 this test allowed)
+        args += ["--set", "media.crf=0", "--set", "media.pix_fmt=yuv444p"]
         result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
         assert result.exit_code == 0, result.output
         with av.open(str(out)) as container:
             videos[backend] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert videos["aoti"].shape == videos["eager"].shape == (6, 128, 128, 3)
     assert videos["eager"].std() > 1
-    assert np.abs(videos["aoti"].astype(int) - videos["eager"].astype(int)).mean() < 1.0
+    difference = np.abs(videos["aoti"].astype(int) - videos["eager"].astype(int))
+    # one level of an 8-bit channel becomes up to 3 through the encoder's RGB -> YUV -> RGB
+    assert difference.max() <= 4 and difference.mean() < 0.05, (difference.mean(), difference.max())
 
 
 LOAD_IN_A_FRESH_PROCESS = """
