@@ -204,7 +204,7 @@ def test_backend_compile_prefers_a_precompiled_step_at_the_default_path_unless_g
     config.generation.height = config.generation.width = 64
     config.model.dtype = ModelDtype.fp32
     config.runtime.engine_dir = str(tmp_path)
-    models = stub_models()
+    models = stub_models(full_graph=True)
     models.weights_hash = "0" * 64
     subset = artifacts.config_subset(config)
     default = pc.default_step_path(tmp_path, models.weights_hash, subset, "fp32", 3, device_facts(CPU))
@@ -248,7 +248,7 @@ CHILD = textwrap.dedent(
     config = RunConfig()
     config.generation.height = config.generation.width = 64
     config.model.dtype = ModelDtype.fp32
-    models = stub_models()
+    models = stub_models(full_graph=True)
     models.weights_hash = "0" * 64
     t0 = time.perf_counter()
     step = CompiledWindowStep.from_models(models, config, torch.device("cpu"), engine=sys.argv[1])
@@ -291,7 +291,7 @@ def test_a_new_process_runs_the_precompiled_step_without_tracing(tmp_path):
     config = RunConfig()
     config.generation.height = config.generation.width = 64
     config.model.dtype = ModelDtype.fp32
-    models = stub_models()
+    models = stub_models(full_graph=True)
     models.weights_hash = "0" * 64
     path = tmp_path / "step.ptstep"
     meta = pc.build_step(models, config, path, precision="fp32", k=3, device=CPU, build_command="b")

@@ -21,9 +21,6 @@ UNET = {
 }
 
 
-Decoded = namedtuple("Decoded", "sample")  # dynamo traces a namedtuple (a SimpleNamespace breaks a full graph)
-
-
 class StubVAE(nn.Module):
     config = SimpleNamespace(scaling_factor=0.5, block_out_channels=[4, 4, 4, 4], latent_channels=4)
     dtype = torch.float32
@@ -33,7 +30,19 @@ class StubVAE(nn.Module):
         return SimpleNamespace(latent_dist=SimpleNamespace(mean=torch.cat([z, z.mean(1, keepdim=True)], 1)))
 
     def decode(self, z):
-        return Decoded(torch.tanh(F.interpolate(z[:, :3], scale_factor=8.0)))
+        return SimpleNamespace(sample=torch.tanh(F.interpolate(z[:, :3], scale_factor=8.0)))
+
+
+Decoded = namedtuple("Decoded", "sample")
+
+
+class FullGraphStubVAE(StubVAE):
+    """Its decode returns a namedtuple, which dynamo traces into one graph (a SimpleNamespace breaks the graph). Not
+    the default: with it, inductor's FX graphs of the compile backend's decode missed the cache in a new process
+    (test_compile_cache_engine), with the SimpleNamespace they hit."""
+
+    def decode(self, z):
+        return Decoded(torch.tanh(F.interpolate(z[:, :3], scale_factor=8.0)))  # StubVAE's picture
 
 
 class StubPoseGuider(nn.Module):
@@ -102,7 +111,8 @@ class StubUNet(nn.Module):
         return 0.5 * sample + 0.1 * pose[:, :4] + 0.1 * motion_term + 0.05 * feature_term + 0.01 * t
 
 
-def stub_models():
+def stub_models(full_graph: bool = False):
+    """The stand-ins; ``full_graph``: a VAE whose decode dynamo traces whole (:class:`FullGraphStubVAE`)."""
     torch.manual_seed(0)
     return SimpleNamespace(
         reference_unet=StubReferenceExtractor(),
@@ -110,7 +120,7 @@ def stub_models():
         pose_guider=StubPoseGuider(),
         motion_encoder=StubMotionEncoder(),
         motion_extractor=StubMotionExtractor(),
-        vae=StubVAE(),
+        vae=FullGraphStubVAE() if full_graph else StubVAE(),
         image_encoder=StubImageEncoder(),
         sizes=SimpleNamespace(unet=UNET),
         device=torch.device("cpu"),
