@@ -93,6 +93,7 @@
 #   AX: (seventeenth session) the product's precompiled step: `build-engine --format precompiled` (compile time,
 #      file size), then a fresh `animate --backend compile` that loads it (warm start without tracing, steady
 #      windows), verify-engine of the file if time is left; upstream last.
+#   AY: (eighteenth session) AX again after its fix: the build on cores 0-7, verify-engine and animate on all cores.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -776,6 +777,22 @@ AX)  # seventeenth session: the precompiled step (build-engine --format precompi
       --device $DEVICE --draws 2 > "$OUT/precompiled-verify.log" 2>&1; echo "verify rc=$?" >> "$OUT/precompiled-verify.log"
     grep -v Warning "$OUT/precompiled-verify.log" | tail -n 4 | cut -c1-300
   fi
+  ;;
+AY)  # eighteenth session: call AX again after the fix of its verify-engine refusal (dynamo's global-state guard,
+     # num_threads): built on cores 0-7 as before, then verify-engine and a fresh animate on all 16 cores
+  ENG=/tmp/engines-ay; rm -rf "$ENG"; export PERSONALIVE_CACHE_DIR=/tmp/cc-ay; rm -rf "$PERSONALIVE_CACHE_DIR"
+  log "build-engine --format precompiled (cores 0-7)"
+  T0=$SECONDS; $FG timeout ${BUILD_TIMEOUT:-300} $PY -m personalive.cli build-engine --format precompiled \
+    --weights $W --dtype ${DTYPE:-fp16} --device $DEVICE --set runtime.engine_dir=$ENG > "$OUT/precompiled-build.log" 2>&1
+  echo "build rc=$? wall_s=$((SECONDS - T0))" >> "$OUT/precompiled-build.log"
+  grep -v Warning "$OUT/precompiled-build.log" | grep "precompiled\|rc=\|Error" | cut -c1-300
+  log "verify-engine (all cores)"; T0=$SECONDS
+  timeout ${VERIFY_TIMEOUT:-200} $PY -m personalive.cli verify-engine $ENG/*.ptstep --weights $W --device $DEVICE \
+    --draws 2 > "$OUT/precompiled-verify.log" 2>&1; echo "verify rc=$? wall_s=$((SECONDS - T0))" >> "$OUT/precompiled-verify.log"
+  grep -v Warning "$OUT/precompiled-verify.log" | tail -n 6 | cut -c1-300
+  FG="" ANIMATE_TIMEOUT=${WARM_TIMEOUT:-150} ANIMATE_ARGS="--timeout ${WARM_TIMEOUT:-150}" sampled precompiled \
+    animate ${CLIP_FRAMES:-300} precompiled-allcores --backend compile --set runtime.engine_dir=$ENG --set media.preset=ultrafast
+  [ $SECONDS -lt 480 ] && upstream
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"

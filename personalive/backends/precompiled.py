@@ -14,9 +14,10 @@ window with 0 keyframes). ``--backend compile`` uses the file when it finds one 
 
 What the file holds and what it depends on:
 
-* the guards record the grad mode and each input's dispatch keys and strides as traced: the step is compiled and
-  called under ``no_grad`` with contiguous inference tensors (the job's inputs are inference tensors; slices and
-  other tensors are copied);
+* the guards record each input's dispatch keys and strides as traced: the step is compiled and called under
+  ``no_grad`` with contiguous inference tensors (the job's inputs are inference tensors; slices and other tensors
+  are copied); the guard on the process's global state (which includes its number of CPU threads) is dropped, so
+  a job pinned to other cores than the build's runs the file;
 * dynamo cannot serialise guards on object identity (the code of the networks' methods, global functions such as
   ``ddim_step``, classes), and guards on other modules' globals are saved under names a new process lacks: both
   are dropped (as dynamo's default filter for ``aot_compile`` does), so the file is valid for the code it was
@@ -78,11 +79,19 @@ def check_supported() -> None:
         )
 
 
+# dynamo's one guard on the process's global state (grad mode, autocast, deterministic algorithms, the number of
+# CPU threads, the default dtype): call AX refused a step built under `taskset -c 0-7` in a process with 16 threads.
+# None of it changes what the compiled graph computes (it is fixed when traced), and `call` runs it under no_grad.
+PROCESS_STATE_GUARDS = frozenset({"GLOBAL_STATE"})
+
+
 def keep_serializable(entries: Sequence[Any]) -> list[bool]:
-    """dynamo's guard filter: keep every guard but those on object identity and on globals (see the module
-    docstring; a global of another module is saved under a name of this process's, which a new one lacks)."""
+    """dynamo's guard filter: keep every guard but those on object identity, on globals (see the module
+    docstring; a global of another module is saved under a name of this process's, which a new one lacks) and on
+    the process's global state."""
+    dropped = IDENTITY_GUARDS | PROCESS_STATE_GUARDS
     return [
-        not (getattr(e, "is_global", False) or {e.guard_type, *(e.derived_guard_types or ())} & IDENTITY_GUARDS)
+        not (getattr(e, "is_global", False) or {e.guard_type, *(e.derived_guard_types or ())} & dropped)
         for e in entries
     ]
 
@@ -91,7 +100,7 @@ def precompile(forward: Callable, args: tuple, dynamic: Sequence[tuple[int, int]
     """``forward(*args)`` compiled ahead of time as one graph; each ``(i, dim)`` of ``dynamic``: size ``dim`` of
     ``args[i]`` dynamic (marked on a copy: a loaded function refuses tensors marked at call time).
 
-    Under ``no_grad``: the guards record the grad mode, and the step runs without autograd."""
+    Under ``no_grad``: the step is traced without autograd (``call`` runs it so)."""
     check_supported()
     with _aot_compile_enabled():
         compiled = torch.compile(
