@@ -94,6 +94,7 @@
 #      file size), then a fresh `animate --backend compile` that loads it (warm start without tracing, steady
 #      windows), verify-engine of the file if time is left; upstream last.
 #   AY: (eighteenth session) AX again after its fix: the build on cores 0-7, verify-engine and animate on all cores.
+#   AZ: (eighteenth session) the precompiled step with TAESD: build, a fresh animate, upstream, verify-engine.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -793,6 +794,24 @@ AY)  # eighteenth session: call AX again after the fix of its verify-engine refu
   FG="" ANIMATE_TIMEOUT=${WARM_TIMEOUT:-150} ANIMATE_ARGS="--timeout ${WARM_TIMEOUT:-150}" sampled precompiled \
     animate ${CLIP_FRAMES:-300} precompiled-allcores --backend compile --set runtime.engine_dir=$ENG --set media.preset=ultrafast
   [ $SECONDS -lt 480 ] && upstream
+  ;;
+AZ)  # eighteenth session: the precompiled step with TAESD as the decoder (`model.decoder=taesd`), built and run by
+     # the product's commands on all cores; upstream for the ratio
+  ENG=/tmp/engines-az; rm -rf "$ENG"; export PERSONALIVE_CACHE_DIR=/tmp/cc-az; rm -rf "$PERSONALIVE_CACHE_DIR"
+  TAESD="--set model.decoder=taesd --set runtime.engine_dir=$ENG"
+  log "build-engine --format precompiled, TAESD"
+  T0=$SECONDS; timeout ${BUILD_TIMEOUT:-300} $PY -m personalive.cli build-engine --format precompiled --weights $W \
+    --dtype ${DTYPE:-fp16} --device $DEVICE $TAESD ${BUILD_ARGS:-} > "$OUT/precompiled-build.log" 2>&1
+  echo "build rc=$? wall_s=$((SECONDS - T0))" >> "$OUT/precompiled-build.log"
+  grep -v Warning "$OUT/precompiled-build.log" | grep "precompiled\|rc=\|Error\|error" | cut -c1-300
+  FG="" ANIMATE_TIMEOUT=${WARM_TIMEOUT:-150} ANIMATE_ARGS="--timeout ${WARM_TIMEOUT:-150}" sampled taesd \
+    animate ${CLIP_FRAMES:-300} precompiled-taesd --backend compile $TAESD --set media.preset=ultrafast
+  [ $SECONDS -lt 420 ] && upstream
+  if [ $SECONDS -lt 470 ]; then
+    log "verify-engine, TAESD"; timeout $((570 - SECONDS)) $PY -m personalive.cli verify-engine $ENG/*.ptstep \
+      --weights $W --device $DEVICE --draws 2 > "$OUT/precompiled-verify.log" 2>&1
+    echo "verify rc=$?" >> "$OUT/precompiled-verify.log"; grep -v Warning "$OUT/precompiled-verify.log" | tail -n 3 | cut -c1-300
+  fi
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
