@@ -95,6 +95,7 @@
 #      windows), verify-engine of the file if time is left; upstream last.
 #   AY: (eighteenth session) AX again after its fix: the build on cores 0-7, verify-engine and animate on all cores.
 #   AZ: (eighteenth session) the precompiled step with TAESD: build, a fresh animate, upstream, verify-engine.
+#   BA: (eighteenth session) the eager fp16 step against fp32 with each decoder (benchmarks/decoder_precision.py).
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -812,6 +813,11 @@ AZ)  # eighteenth session: the precompiled step with TAESD as the decoder (`mode
       --weights $W --device $DEVICE --draws 2 > "$OUT/precompiled-verify.log" 2>&1
     echo "verify rc=$?" >> "$OUT/precompiled-verify.log"; grep -v Warning "$OUT/precompiled-verify.log" | tail -n 3 | cut -c1-300
   fi
+  ;;
+BA)  # eighteenth session: verify-engine's comparison with the eager fp16 step in the artifact's place, per decoder
+  log "decoder precision"; timeout ${PRECISION_TIMEOUT:-240} $PY -m benchmarks.decoder_precision --weights $W \
+    --device $DEVICE --out "$OUT/decoder-precision.json" > "$OUT/decoder-precision.log" 2>&1
+  echo "precision rc=$?"; grep -v Warning "$OUT/decoder-precision.log" | tail -n 2 | cut -c1-900
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
