@@ -17,6 +17,13 @@ Default tolerances (:data:`DEFAULT_TOLERANCE`):
 * fp16 2e-2 -- about 40x fp16's unit roundoff (4.9e-4): errors accumulate through ~60 layers of UNet, the
   DDIM step and the VAE decoder; a broken engine (the overflow/NaN kind) is far off.
 * bf16 5e-2 -- about 13x bf16's unit roundoff (3.9e-3), the same reasoning with 3 fewer mantissa bits.
+
+An fp16 or bf16 output beyond its tolerance is still the artifact's faithful result when the PyTorch step in the
+artifact's own precision is as far from the fp32 reference on the same draws (:attr:`VerificationResult.own_error`,
+measured only then): the precision's error, reported as such, not the artifact's. Call BA (H200, full-size random
+weights): TAESD's fp16 frames were 6.1e-2 from fp32 eagerly and 5.8e-2 precompiled, the KL VAE's 2.7e-3; TAESD
+alone in fp16 on the fp32 latents 5.5e-2. A wrong artifact is not excused: shape errors and NaN or Inf the
+reference lacks never are, and the artifact's error may exceed the step's own by :data:`OWN_ERROR_MARGIN` at most.
 """
 
 from __future__ import annotations
@@ -118,19 +125,42 @@ def keyframe_schedule(draws: int, max_keyframes: int) -> list[int]:
     return [order[i % len(order)] for i in range(draws)]
 
 
+# how far beyond the PyTorch step's own error in its precision an artifact's output may be and still be excused
+OWN_ERROR_MARGIN = 1.5
+
+
 @dataclass
 class VerificationResult:
     reports: list[OutputReport]
     tolerance: float
     keyframes: list[int]
+    # per output: the PyTorch step's relative error in the artifact's precision on the same draws (see the module
+    # docstring); filled by the caller only when an output failed
+    own_error: dict[str, float] = field(default_factory=dict)
+
+    def excused(self, report: OutputReport) -> bool:
+        """``report`` fails the tolerance as the PyTorch step in the artifact's precision does, no worse."""
+        own = self.own_error.get(report.name)
+        if own is None or own <= self.tolerance or report.shape_errors:
+            return False
+        extra_nonfinite = report.nan > report.ref_nan or report.inf > report.ref_inf
+        return not extra_nonfinite and report.rel <= OWN_ERROR_MARGIN * own
 
     @property
     def failed(self) -> list[OutputReport]:
-        return [r for r in self.reports if not r.passed(self.tolerance)]
+        return [r for r in self.reports if not r.passed(self.tolerance) and not self.excused(r)]
 
     def lines(self) -> list[str]:
         head = f"relative error = max|a-b| / max|ref| over each output; tolerance {self.tolerance:g}"
-        return [head, *(r.line(self.tolerance) for r in self.reports)]
+        lines = [head]
+        for r in self.reports:
+            line = r.line(self.tolerance)
+            if self.excused(r):
+                line = line.removesuffix(" FAIL") + (
+                    f" ok: the PyTorch step in this precision is {self.own_error[r.name]:.3e} from the reference"
+                )
+            lines.append(line)
+        return lines
 
 
 @dataclass
@@ -190,6 +220,17 @@ def compare_runs(
             update_report(reports[name], actual[name], case.expected[name])
         log.debug("draw %d (%d keyframes) compared", draw, case.keyframes)
     return VerificationResult(list(reports.values()), tolerance, [case.keyframes for case in cases])
+
+
+def own_error(step: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]], cases, dtype) -> dict[str, float]:
+    """Each output's relative error against the cases' fp32 reference of ``step`` (the PyTorch step in ``dtype``)
+    on the same draws: what :attr:`VerificationResult.own_error` holds."""
+    import torch
+
+    names = list(cases[0].expected)
+    with torch.no_grad():
+        result = compare_runs(step, cases, output_names=names, tolerance=math.inf, input_dtype=dtype)
+    return {r.name: r.rel for r in result.reports}
 
 
 class VerificationInputs:

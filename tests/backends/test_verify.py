@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from personalive.backends.verify import reference_cases, strict_fp32
+from personalive.backends.verify import OutputReport, VerificationResult, reference_cases, strict_fp32, update_report
 
 
 def _flags() -> tuple[bool, bool]:
@@ -39,3 +41,62 @@ def test_the_reference_runs_with_tf32_off_and_the_flags_come_back():
         assert _flags() == (True, True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _result(artifact: torch.Tensor, reference: torch.Tensor, own: float | None) -> VerificationResult:
+    report = OutputReport("frames")
+    update_report(report, artifact, reference)
+    return VerificationResult([report], 2e-2, [0], {} if own is None else {"frames": own})
+
+
+def test_an_output_as_far_off_as_the_step_in_its_own_precision_is_excused_a_worse_or_broken_one_is_not():
+    # call BA: fp16 TAESD frames 6.1e-2 from fp32 eagerly, 5.8e-2 precompiled, against a tolerance of 2e-2
+    reference = torch.linspace(0, 1, 64)
+    close = reference + 0.058
+    excused = _result(close, reference, own=0.061)
+    assert excused.failed == [] and excused.excused(excused.reports[0])
+    assert excused.lines()[1].endswith("ok: the PyTorch step in this precision is 6.100e-02 from the reference")
+    assert [r.name for r in _result(close, reference, own=None).failed] == ["frames"]  # not measured: it fails
+    assert _result(close, reference, own=0.01).failed  # the step in its precision is within tolerance
+    assert _result(reference + 0.2, reference, own=0.061).failed  # beyond 1.5x the step's own error
+    broken = close.clone()
+    broken[3] = float("nan")  # a NaN the reference lacks is never the precision's
+    assert _result(broken, reference, own=0.061).failed
+    assert _result(close[:32], reference, own=0.061).failed  # nor a shape error
+
+
+def test_verify_engine_tells_an_artifact_with_its_precisions_error_from_a_wrong_one(tiny_weights, monkeypatch):
+    """verify-engine on an fp16 artifact that is the fp16 PyTorch step (a tolerance it cannot meet: its outputs
+    fail as the step's own do) passes; the same with its frames shifted fails naming them."""
+    import pytest
+
+    from personalive import engines
+    from personalive.backends import artifacts
+    from personalive.config import load_config
+    from personalive.errors import VerificationError
+    from personalive.pipeline.window import build_window_module
+    from personalive.weights import weights_hash
+
+    options = {"model.weights_dir": str(tiny_weights), "runtime.device": "cpu", "generation.max_keyframes": 1}
+    config = load_config(None, [], {**options, "generation.height": 64, "generation.width": 64})
+    meta = artifacts.Sidecar(
+        "precompiled", "fp16", weights_hash(tiny_weights), artifacts.config_subset(config), 1, [], [], "0", "rebuild"
+    )
+    step = build_window_module(engines._load_models(config, "fp16", torch.device("cpu")), config).eval()
+
+    def artifact(shift: float):
+        def run(inputs):
+            with torch.no_grad():
+                outputs = engines._named_outputs(step)(inputs)
+            return {**outputs, "frames": outputs["frames"] + shift}
+
+        return lambda path, meta, device: lambda config: run
+
+    monkeypatch.setattr(engines, "_open_runner", artifact(0.0))
+    result = engines.verify_engine(config, Path("step.ptstep"), meta, tolerance=1e-7, draws=2)
+    assert result.failed == [] and set(result.own_error) == {r.name for r in result.reports}
+    assert all(result.excused(r) for r in result.reports if r.rel > 1e-7)
+    assert any(r.rel > 1e-7 for r in result.reports)  # the tolerance did fail them: they were excused
+    monkeypatch.setattr(engines, "_open_runner", artifact(0.5))
+    with pytest.raises(VerificationError, match=r"step.ptstep: verification failed: 1 of 6 outputs .*: frames$"):
+        engines.verify_engine(config, Path("step.ptstep"), meta, tolerance=1e-7, draws=2)
