@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from personalive import _optional
@@ -89,15 +90,11 @@ def build_engine(
     engine_format = engine_format or ("tensorrt" if onnx_only else default_engine_format())
     if engine_format not in ENGINE_FORMATS:
         raise ConfigError(f"--format {engine_format!r}: expected one of {', '.join(ENGINE_FORMATS)}")
-    if engine_format == "aoti":
+    if engine_format != "tensorrt":
+        torch_format = _torch_format(engine_format)
         if onnx_only:
-            raise ConfigError("--onnx-only: only with --format tensorrt (an AOTInductor package has no ONNX step)")
-        return build_aoti_engine(config, out=out, max_keyframes=max_keyframes, verify=verify)
-    if engine_format in ("compile-cache", "precompiled"):
-        if onnx_only:
-            raise ConfigError(f"--onnx-only: only with --format tensorrt (--format {engine_format} has no ONNX step)")
-        build = build_compile_cache if engine_format == "compile-cache" else build_precompiled
-        return build(config, out=out, max_keyframes=max_keyframes, verify=verify)
+            raise ConfigError(f"--onnx-only: only with --format tensorrt ({torch_format['what']} has no ONNX step)")
+        return _build_torch_artifact(config, out, max_keyframes, verify, **torch_format)
 
     from personalive.backends.onnx import export_window_step
 
@@ -162,77 +159,84 @@ def build_engine(
     return engine_path
 
 
-def build_aoti_engine(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
-    """``build-engine --format aoti``: export + AOTInductor package + sidecar (docs/engines.md)."""
-    from personalive.backends import aoti
-    from personalive.backends.aoti_wrapper import check_compiler
+def _torch_format(name: str) -> dict:
+    """How ``build-engine --format NAME`` builds its torch artifact (docs/engines.md): the keywords of
+    :func:`_build_torch_artifact`, ``before`` a check that takes seconds, before minutes of loading and compiling."""
+    if name == "aoti":  # export + AOTInductor package
+        from personalive.backends import aoti
+        from personalive.backends.aoti_wrapper import check_compiler
 
-    precision, k, device = _engine_options(config, max_keyframes)
-    check_compiler()  # seconds, before minutes of loading, export and compilation
-    models = _load_models(config, precision, device)
-    subset = artifacts.config_subset(config)
-    facts = aoti.device_facts(device)
-    path = Path(out) if out is not None else None
-    if path is None:
-        path = aoti.default_package_path(config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts)
-    elif path.suffix != aoti.PACKAGE_SUFFIX:
-        raise ConfigError(f"--out {path}: an AOTInductor package is a {aoti.PACKAGE_SUFFIX} file")
-    command = aoti.rebuild_command(config, k)
-    meta = aoti.build_package(models, config, path, precision=precision, k=k, device=device, build_command=command)
-    artifacts.write_sidecar(path, meta)
-    del models
-    if verify:
-        verify_engine(config, path, meta)
-    return path
+        return {
+            "what": "an AOTInductor package",
+            "suffix": aoti.PACKAGE_SUFFIX,
+            "default_path": aoti.default_package_path,
+            "rebuild_command": aoti.rebuild_command,
+            "build": aoti.build_package,
+            "before": check_compiler,
+        }
+    if name == "precompiled":  # the step compiled ahead of time
+        from personalive.backends import precompiled as pc
+
+        return {
+            "what": "a precompiled step",
+            "suffix": pc.SUFFIX,
+            "default_path": pc.default_step_path,
+            "rebuild_command": pc.rebuild_command,
+            "build": pc.build_step,
+            "before": pc.check_supported,
+        }
+    from personalive.backends import compile_cache_engine as cc  # inductor's compilation of the step, saved
+
+    return {
+        "what": "a compile cache",
+        "suffix": cc.CACHE_SUFFIX,
+        "default_path": cc.default_cache_path,
+        "rebuild_command": cc.rebuild_command,
+        "build": _build_compile_cache,
+    }
 
 
-def build_compile_cache(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
-    """``build-engine --format compile-cache``: inductor's compilation of the step, saved (docs/engines.md)."""
+def _build_compile_cache(models, config: RunConfig, path: Path, **options) -> artifacts.Sidecar:
     import torch
 
     from personalive.backends import compile_cache_engine as cc
     from personalive.backends.compiled import CompiledWindowStep
-    from personalive.backends.torch_artifacts import device_facts
 
-    precision, k, device = _engine_options(config, max_keyframes)
-    models = _load_models(config, precision, device)
-    subset = artifacts.config_subset(config)
-    path = Path(out) if out is not None else None
-    if path is None:
-        facts = device_facts(device)
-        path = cc.default_cache_path(config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts)
-    elif path.suffix != cc.CACHE_SUFFIX:
-        raise ConfigError(f"--out {path}: a compile cache is a {cc.CACHE_SUFFIX} file")
-    command = cc.rebuild_command(config, k)
     torch.compiler.reset()  # only this step's compilation goes into the artifacts
-    step = CompiledWindowStep.from_models(models, config, device)
-    meta = cc.build_cache(step, models, config, path, precision=precision, k=k, device=device, build_command=command)
-    artifacts.write_sidecar(path, meta)
-    del models
-    if verify:
-        verify_engine(config, path, meta)
-    return path
+    step = CompiledWindowStep.from_models(models, config, options["device"])
+    return cc.build_cache(step, models, config, path, **options)
 
 
-def build_precompiled(config: RunConfig, *, out: Path | None, max_keyframes: int | None, verify: bool) -> Path:
-    """``build-engine --format precompiled``: the step compiled ahead of time, saved (docs/engines.md)."""
-    from personalive.backends import precompiled
+def _build_torch_artifact(
+    config: RunConfig,
+    out: Path | None,
+    max_keyframes: int | None,
+    verify: bool,
+    *,
+    what: str,
+    suffix: str,
+    default_path: Callable[..., Path],
+    rebuild_command: Callable[[RunConfig, int], str],
+    build: Callable[..., artifacts.Sidecar],
+    before: Callable[[], None] | None = None,
+) -> Path:
+    """What the torch-built formats share: ``--out`` and ``before`` checked before the models load, the file at
+    ``out`` or the run's default path, its sidecar written, ``--verify``."""
     from personalive.backends.torch_artifacts import device_facts
 
-    precompiled.check_supported()  # before minutes of loading and compilation
     path = Path(out) if out is not None else None
-    if path is not None and path.suffix != precompiled.SUFFIX:
-        raise ConfigError(f"--out {path}: a precompiled step is a {precompiled.SUFFIX} file")
+    if path is not None and path.suffix != suffix:
+        raise ConfigError(f"--out {path}: {what} is a {suffix} file")
     precision, k, device = _engine_options(config, max_keyframes)
+    if before is not None:
+        before()
     models = _load_models(config, precision, device)
-    subset = artifacts.config_subset(config)
     if path is None:
+        subset = artifacts.config_subset(config)
         facts = device_facts(device)
-        path = precompiled.default_step_path(
-            config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts
-        )
-    command = precompiled.rebuild_command(config, k)
-    meta = precompiled.build_step(models, config, path, precision=precision, k=k, device=device, build_command=command)
+        path = default_path(config.runtime.engine_dir, models.weights_hash, subset, precision, k, facts)
+    command = rebuild_command(config, k)
+    meta = build(models, config, path, precision=precision, k=k, device=device, build_command=command)
     artifacts.write_sidecar(path, meta)
     del models
     if verify:

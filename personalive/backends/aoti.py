@@ -39,8 +39,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from personalive.backends import torch_artifacts
 from personalive.backends.aoti_wrapper import AOTIError, check_wrapper, loading
-from personalive.backends.torch_artifacts import device_facts, device_tag
+from personalive.backends.torch_artifacts import device_facts
 from personalive.errors import InputError
 from personalive.pipeline.window import OUTPUT_NAMES, STATE_INPUT_NAMES, WINDOW_STEP_NETWORKS
 
@@ -177,19 +178,11 @@ def default_package_path(
     engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict
 ) -> Path:
     """``engines/<stem>-<sm90|cpu>-torch<version>.pt2``; used by build-engine and by the runtime's lookup."""
-    from personalive.backends import artifacts
-
-    stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
-    version = str(facts["torch_version"]).replace("+", "-")
-    return Path(engine_dir) / f"{stem}-{device_tag(facts)}-torch{version}{PACKAGE_SUFFIX}"
+    return torch_artifacts.artifact_path(engine_dir, weights_hash, subset, precision, k, facts, PACKAGE_SUFFIX)
 
 
 def rebuild_command(config: Any, k: int) -> str:
-    from personalive.backends import artifacts
-
-    subset = artifacts.config_subset(config)
-    command = artifacts.build_command(None, config.model.weights_dir, subset, str(config.model.dtype), k)
-    return f"{command} --format aoti --device {config.runtime.device}"
+    return torch_artifacts.rebuild_command(config, k, "aoti")
 
 
 def build_package(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):
@@ -200,7 +193,6 @@ def build_package(models: Any, config: Any, path: Path, *, precision: str, k: in
     """
     import torch
 
-    from personalive.backends import torch_artifacts
     from personalive.backends.onnx import window_step_io
     from personalive.environment import torch_dtype
     from personalive.pipeline.window import build_window_module, example_window_inputs
@@ -252,8 +244,6 @@ def output_specs(program) -> list:
 
 def check_package(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
     """The sidecar against this machine (device, torch, CUDA, GPU) and, when given, the run (weights, config...)."""
-    from personalive.backends import torch_artifacts
-
     what = "an AOTInductor package"
     torch_artifacts.check(meta, path, device, kind="aoti", what=what, rebuild=rebuild, **facts_of_run)
 

@@ -38,20 +38,15 @@ class CompileCacheError(PersonaLiveError):
 
 def default_cache_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
     """``engines/<stem>-<sm90|cpu>-torch<version>.ptcache``; used by build-engine and by the backend's lookup."""
-    from personalive.backends import artifacts
-    from personalive.backends.torch_artifacts import device_tag
+    from personalive.backends.torch_artifacts import artifact_path
 
-    stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
-    version = str(facts["torch_version"]).replace("+", "-")
-    return Path(engine_dir) / f"{stem}-{device_tag(facts)}-torch{version}{CACHE_SUFFIX}"
+    return artifact_path(engine_dir, weights_hash, subset, precision, k, facts, CACHE_SUFFIX)
 
 
 def rebuild_command(config: Any, k: int) -> str:
-    from personalive.backends import artifacts
+    from personalive.backends import torch_artifacts
 
-    subset = artifacts.config_subset(config)
-    command = artifacts.build_command(None, config.model.weights_dir, subset, str(config.model.dtype), k)
-    return f"{command} --format {KIND} --device {config.runtime.device}"
+    return torch_artifacts.rebuild_command(config, k, KIND)
 
 
 def build_cache(

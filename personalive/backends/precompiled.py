@@ -230,21 +230,16 @@ def code_facts() -> dict[str, str]:
 
 def default_step_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
     """``engines/<stem>-<sm90|cpu>-torch<version>-py<version>.ptstep``; used by build-engine and the lookup."""
-    from personalive.backends import artifacts
-    from personalive.backends.torch_artifacts import device_tag
+    from personalive.backends.torch_artifacts import artifact_path
 
-    stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
-    version = str(facts["torch_version"]).replace("+", "-")
-    python = f"{sys.version_info.major}{sys.version_info.minor}"
-    return Path(engine_dir) / f"{stem}-{device_tag(facts)}-torch{version}-py{python}{SUFFIX}"
+    python = f"-py{sys.version_info.major}{sys.version_info.minor}"
+    return artifact_path(engine_dir, weights_hash, subset, precision, k, facts, python + SUFFIX)
 
 
 def rebuild_command(config: Any, k: int) -> str:
-    from personalive.backends import artifacts
+    from personalive.backends import torch_artifacts
 
-    subset = artifacts.config_subset(config)
-    command = artifacts.build_command(None, config.model.weights_dir, subset, str(config.model.dtype), k)
-    return f"{command} --format {KIND} --device {config.runtime.device}"
+    return torch_artifacts.rebuild_command(config, k, KIND)
 
 
 def build_step(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):

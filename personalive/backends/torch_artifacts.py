@@ -41,6 +41,22 @@ def device_tag(facts: dict[str, str | None]) -> str:
     return f"sm{cc.replace('.', '')}" if cc else str(facts["device_type"])
 
 
+def artifact_path(
+    engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict, tail: str
+) -> Path:
+    """``engines/<stem>-<sm90|cpu>-torch<version><tail>``: the default file of a torch-built artifact."""
+    stem = artifacts.artifact_stem(weights_hash, subset, precision, k)
+    version = str(facts["torch_version"]).replace("+", "-")
+    return Path(engine_dir) / f"{stem}-{device_tag(facts)}-torch{version}{tail}"
+
+
+def rebuild_command(config: Any, k: int, engine_format: str) -> str:
+    """The ``build-engine`` command that rebuilds a torch-built artifact for ``config`` on its device."""
+    subset = artifacts.config_subset(config)
+    command = artifacts.build_command(None, config.model.weights_dir, subset, str(config.model.dtype), k)
+    return f"{command} --format {engine_format} --device {config.runtime.device}"
+
+
 def sidecar(
     kind: str,
     models: Any,

@@ -6,7 +6,6 @@ machine, so every test that needs a package is marked slow (PERSONALIVE_RUN_SLOW
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -16,6 +15,8 @@ from typer.testing import CliRunner
 from personalive.backends import aoti, artifacts
 from personalive.cli import app
 from personalive.errors import EngineMismatchError, InputError
+
+from .sidecars import cpu_sidecar
 
 SIZE = ["--height", "128", "--width", "128"]  # 64x64 would give a 1-token reference feature
 
@@ -227,22 +228,8 @@ def test_verify_engine_refuses_a_package_of_another_torch(package, tmp_path):
 
 # ------------------------------------------------------------------------------------- without a build (fast)
 def _sidecar(**changes) -> artifacts.Sidecar:
-    facts = aoti.device_facts(torch.device("cpu"))
-    meta = artifacts.Sidecar(
-        kind="aoti",
-        precision="fp32",
-        weights_hash="ab" * 32,
-        config={"height": 64},
-        max_keyframes=1,
-        inputs=[],
-        outputs=[],
-        personalive_version="0",
-        build_command="personalive build-engine --format aoti",
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"],
-        device_type="cpu",
-    )
-    return dataclasses.replace(meta, **changes)
+    defaults = {"weights_hash": "ab" * 32, "config": {"height": 64}, "max_keyframes": 1, "personalive_version": "0"}
+    return cpu_sidecar("aoti", **{**defaults, **changes})
 
 
 def test_package_checks_name_the_first_difference_and_the_rebuild(tmp_path):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -20,26 +19,13 @@ from personalive.backends.torch_artifacts import device_facts
 from personalive.config import ModelDtype, RunConfig
 from personalive.errors import EngineMismatchError, InputError
 
+from .sidecars import cpu_sidecar
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sidecar(**changes) -> artifacts.Sidecar:
-    facts = device_facts(torch.device("cpu"))
-    meta = artifacts.Sidecar(
-        kind=cc.KIND,
-        precision="fp32",
-        weights_hash="0" * 64,
-        config=artifacts.config_subset(RunConfig()),
-        max_keyframes=3,
-        inputs=[],
-        outputs=[],
-        personalive_version="test",
-        build_command="personalive build-engine --format compile-cache",
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"],
-        device_type="cpu",
-    )
-    return dataclasses.replace(meta, **changes)
+    return cpu_sidecar(cc.KIND, **changes)
 
 
 def test_a_cache_built_for_another_torch_is_refused_naming_the_field(tmp_path):

@@ -5,7 +5,6 @@ networks through the CLI, are slow (PERSONALIVE_RUN_SLOW=1)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -24,28 +23,14 @@ from personalive.backends.torch_artifacts import device_facts
 from personalive.config import ModelDtype, RunConfig
 from personalive.errors import EngineMismatchError, InputError, MissingDependencyError
 
+from .sidecars import cpu_sidecar
+
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 
 
 def _sidecar(**changes) -> artifacts.Sidecar:
-    facts = device_facts(CPU)
-    meta = artifacts.Sidecar(
-        kind=pc.KIND,
-        precision="fp32",
-        weights_hash="0" * 64,
-        config=artifacts.config_subset(RunConfig()),
-        max_keyframes=3,
-        inputs=[],
-        outputs=[],
-        personalive_version="test",
-        build_command="personalive build-engine --format precompiled",
-        torch_version=facts["torch_version"],
-        cuda_version=facts["cuda_version"],
-        device_type="cpu",
-        extra=pc.code_facts(),
-    )
-    return dataclasses.replace(meta, **changes)
+    return cpu_sidecar(pc.KIND, **{"extra": pc.code_facts(), **changes})
 
 
 def _entry(guard_type: str, derived=(), is_global=False):
