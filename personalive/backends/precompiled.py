@@ -23,8 +23,14 @@ What the file holds and what it depends on:
   are dropped (as dynamo's default filter for ``aot_compile`` does), so the file is valid for the code it was
   compiled from only. The sidecar pins it: Python, torch, diffusers, and a hash of this package's
   sources, beside what every engine pins (device, GPU, weights, config, precision, keyframes);
-* the guards on tensors (shapes, strides, dtypes, devices) and on the module's parameters stay: a call whose
-  inputs differ is refused with the guard that failed, never run wrong.
+* dynamo's guards on the module itself (~31,000 on the step's networks: hooks empty, attributes equal or absent,
+  types, each parameter's layout) are dropped but for the dict-key ones it needs to rebuild the rest: they were 40 %
+  of a load (tiny networks, CPU: 5.1 -> 3.1 s) and guard what the sidecar pins (the module is built by these
+  sources from those weights and that config, as every engine's is). What they checked of the tensors is checked
+  once at load instead: every parameter's and buffer's shape, strides, dtype and device against the sidecar's
+  fingerprint (``module_layout``); inductor asserts each graph input's size and strides on every call;
+* the guards on the inputs (shapes, strides, dtypes, devices, dispatch keys) stay: a call whose inputs differ is
+  refused with the guard that failed, never run wrong.
 """
 
 from __future__ import annotations
@@ -85,15 +91,53 @@ def check_supported() -> None:
 PROCESS_STATE_GUARDS = frozenset({"GLOBAL_STATE"})
 
 
+# the compiled function's first argument, the module (``WindowStepModule.forward``'s ``self``): guards on what is
+# reached from it are the module's own (see the module docstring), but for these, which dynamo rebuilds the others
+# from at load (without them the module is missing from the saved scope and the load fails)
+MODULE_ARGUMENT = "self"
+MODULE_GUARDS_KEPT = frozenset({"DICT_KEYS_MATCH"})
+
+
 def keep_serializable(entries: Sequence[Any]) -> list[bool]:
     """dynamo's guard filter: keep every guard but those on object identity, on globals (see the module
-    docstring; a global of another module is saved under a name of this process's, which a new one lacks) and on
-    the process's global state."""
+    docstring; a global of another module is saved under a name of this process's, which a new one lacks), on
+    the process's global state, and on the module argument but its dict keys."""
     dropped = IDENTITY_GUARDS | PROCESS_STATE_GUARDS
     return [
-        not (getattr(e, "is_global", False) or {e.guard_type, *(e.derived_guard_types or ())} & dropped)
+        not (
+            getattr(e, "is_global", False)
+            or {e.guard_type, *(e.derived_guard_types or ())} & dropped
+            or (on_module(e.name) and e.guard_type not in MODULE_GUARDS_KEPT)
+        )
         for e in entries
     ]
+
+
+def on_module(source: str) -> bool:
+    """Whether a guard's source is reached from the module argument (``self._modules['vae']...``,
+    ``dict(type(self._modules[...]).__dict__)...``)."""
+    return re.search(rf"(?<![\w.'\"]){MODULE_ARGUMENT}(?=$|[.\[)])", source) is not None
+
+
+def module_layout(module: torch.nn.Module) -> str:
+    """sha256 of every parameter's and buffer's name, shape, strides, dtype and device, and of which submodules
+    are in training mode: what the dropped guards on the module checked of it, checked once per load."""
+    digest = hashlib.sha256()
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.stride()} {tensor.dtype} {tensor.device}\n".encode())
+    for name, sub in module.named_modules():
+        if sub.training:
+            digest.update(f"training {name}\n".encode())
+    return digest.hexdigest()
+
+
+def check_layout(module: torch.nn.Module, built: str | None, path: Path, rebuild: str) -> None:
+    """Refuse a module whose tensors are laid out unlike those the file was compiled for."""
+    if module_layout(module) != built:
+        raise EngineMismatchError(
+            f"{path}: the networks' parameters differ from those it was compiled for (shapes, strides, dtypes or "
+            f"devices); rebuild with `{rebuild}`"
+        )
 
 
 def precompile(forward: Callable, args: tuple, dynamic: Sequence[tuple[int, int]] = ()) -> Any:
@@ -161,17 +205,20 @@ def load(path: Path, f_globals: dict[str, Any]) -> Any:
 
 def call(compiled: Any, args: tuple, path: Path | str, rebuild: str) -> Any:
     """``compiled(*args)`` under ``no_grad`` and outside ``inference_mode`` (the stream runs in it, and the guards
-    on dispatch keys see its thread-local state: as traced, or refused); a guard that fails (inputs or module
-    unlike the compiled ones) is an EngineMismatchError naming it, not a traceback."""
+    on dispatch keys see its thread-local state: as traced, or refused); a failed guard (inputs unlike the compiled
+    ones) or size assert (a parameter re-laid since) is an EngineMismatchError naming it, not a traceback."""
     try:
         with torch.inference_mode(False), torch.no_grad():
             return compiled(*args)
     except RuntimeError as exc:
         if "GuardManager check failed" not in str(exc):
             raise
-        raise EngineMismatchError(
-            f"{path}: the precompiled step refuses this call ({failed_guard(exc)}); rebuild with `{rebuild}`"
-        ) from exc
+        reason = failed_guard(exc)
+    except AssertionError as exc:  # inductor's check of a graph input's size and strides (parameters included)
+        if "expected size" not in str(exc):
+            raise
+        reason = str(exc).splitlines()[0][:240]
+    raise EngineMismatchError(f"{path}: the precompiled step refuses this call ({reason}); rebuild with `{rebuild}`")
 
 
 def failed_guard(exc: BaseException) -> str:
@@ -267,6 +314,7 @@ def build_step(models: Any, config: Any, path: Path, *, precision: str, k: int, 
     outputs = dict(zip(OUTPUT_NAMES, call(compiled, args, path, build_command), strict=True))
     specs = [artifacts.TensorSpec(n, str(t.dtype).removeprefix("torch."), list(t.shape)) for n, t in outputs.items()]
     extra = {"compile_s": round(compile_s, 1), "bytes": size, "mode": "default", **code_facts()}
+    extra["module_layout"] = module_layout(module)
     io = window_step_io(example, specs, k)
     return torch_artifacts.sidecar(
         KIND, models, config, precision=precision, k=k, io=io, device=device, build_command=build_command, extra=extra
@@ -310,8 +358,11 @@ class PrecompiledWindowStep(EagerWindowStep):
     name = "compile"
 
     def __init__(self, module: WindowStepModule, path: Path, *, rebuild: str, cuda_graphs: bool = False) -> None:
+        from personalive.backends import artifacts
+
         super().__init__(module, cuda_graphs=cuda_graphs)
         self.path, self.rebuild = Path(path), rebuild
+        check_layout(module, artifacts.read_sidecar(self.path).extra.get("module_layout"), self.path, rebuild)
         self.compiled = load(self.path, vars(sys.modules[WindowStepModule.__module__]))
 
     @classmethod
@@ -322,7 +373,7 @@ class PrecompiledWindowStep(EagerWindowStep):
 
         rebuild = rebuild_command(config, artifacts.engine_keyframes(config))
         return cls(
-            build_window_module(models, config),
+            build_window_module(models, config).eval(),  # as built (the networks loaded for inference are already)
             path,
             rebuild=rebuild,
             # as the compiled step: the loaded function still launches inductor's kernels one by one from Python
