@@ -96,6 +96,12 @@
 #   AY: (eighteenth session) AX again after its fix: the build on cores 0-7, verify-engine and animate on all cores.
 #   AZ: (eighteenth session) the precompiled step with TAESD: build, a fresh animate, upstream, verify-engine.
 #   BA: (eighteenth session) the eager fp16 step against fp32 with each decoder (benchmarks/decoder_precision.py).
+#   BB: (nineteenth session) the job's imports by module (-X importtime); the precompiled step with TAESD without the
+#      module's guards: build, verify-engine (the own-precision rule), a fresh animate (its load); upstream.
+#   BC: (nineteenth session) the same with the default decoder: build, a fresh animate (the warm start), verify-engine;
+#      upstream.
+#   BD: (nineteenth session) as a normal install (bytecode for every package, compileall as pip does): the job's
+#      imports by module, the precompiled step (default decoder) built, two fresh animates on it; upstream.
 #   J: the full-size ONNX verified on onnxruntime's CPU provider; the VAE decode alone in three modes.
 # SIZE=tiny DEVICE=cpu runs the same steps on a CPU as a smoke test.
 set -u
@@ -150,7 +156,7 @@ animate_package() {  # [ANIMATE OPTIONS]: the whole command on the package, 300 
 
 compile_site() {  # bytecode for every installed package, as a normal install has (pip compiles at install)
   local site; site=$($PY -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
-  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$site" /tmp/site > "$OUT/compileall.log" 2>&1
+  log "compileall"; timeout 150 $PY -m compileall -q -j 16 "$site" /tmp/site "$ROOT/personalive" > "$OUT/compileall.log" 2>&1
 }
 plan_gpu_tests() {  # [MORE TEST FILES]
   log "gpu tests"; timeout ${GPU_TESTS_TIMEOUT:-120} $PY -m pytest -q -rf --tb=short -p no:cacheprovider -m gpu tests/test_device_warmup.py \
@@ -818,6 +824,38 @@ BA)  # eighteenth session: verify-engine's comparison with the eager fp16 step i
   log "decoder precision"; timeout ${PRECISION_TIMEOUT:-240} $PY -m benchmarks.decoder_precision --weights $W \
     --device $DEVICE --out "$OUT/decoder-precision.json" > "$OUT/decoder-precision.log" 2>&1
   echo "precision rc=$?"; grep -v Warning "$OUT/decoder-precision.log" | tail -n 2 | cut -c1-900
+  ;;
+BB|BC|BD)  # nineteenth session: the precompiled step without dynamo's ~31,000 guards on the module (TAESD in BB)
+  ENG=/tmp/engines-$CALL; rm -rf "$ENG"; export PERSONALIVE_CACHE_DIR=/tmp/cc-$CALL; rm -rf "$PERSONALIVE_CACHE_DIR"
+  SETS="--set runtime.engine_dir=$ENG"; [ "$CALL" = BB ] && SETS="$SETS --set model.decoder=taesd"
+  [ "$CALL" = BD ] && compile_site && echo "compileall rc=$? at ${SECONDS}s"
+  if [ "$CALL" != BC ]; then  # where the job's 6-13 s of imports go on this host: cold-ish, then warm
+    for i in 1 2; do
+      log "importtime $i"; T0=$EPOCHREALTIME
+      $PY -X importtime -c "from personalive.backends import backend_class; from personalive.environment import \
+torch_dtype; from personalive.pipeline.animate import Animator; from personalive.weights import load_models; \
+backend_class('compile'); import torch; torch.cuda.init()" 2> "$OUT/importtime-$i.txt"
+      awk "BEGIN { print \"imports $i: \" $EPOCHREALTIME - $T0 \" s\" }"; sort -t'|' -k2 -n "$OUT/importtime-$i.txt" | tail -n 4
+    done
+  fi
+  log "build-engine --format precompiled ($CALL)"
+  T0=$SECONDS; timeout ${BUILD_TIMEOUT:-300} $PY -m personalive.cli build-engine --format precompiled --weights $W \
+    --dtype ${DTYPE:-fp16} --device $DEVICE $SETS > "$OUT/precompiled-build.log" 2>&1
+  echo "build rc=$? wall_s=$((SECONDS - T0))" >> "$OUT/precompiled-build.log"; ls -l $ENG >> "$OUT/precompiled-build.log"
+  grep -v Warning "$OUT/precompiled-build.log" | grep "precompiled\|rc=\|Error\|error" | cut -c1-300
+  verify() {
+    log "verify-engine ($CALL)"; T0=$SECONDS; timeout ${VERIFY_TIMEOUT:-150} $PY -m personalive.cli verify-engine \
+      $ENG/*.ptstep --weights $W --device $DEVICE --draws 2 > "$OUT/precompiled-verify.log" 2>&1
+    echo "verify rc=$? wall_s=$((SECONDS - T0))" >> "$OUT/precompiled-verify.log"
+    grep -v Warning "$OUT/precompiled-verify.log" | tail -n 6 | cut -c1-400
+  }
+  [ "$CALL" = BB ] && verify
+  FG="" ANIMATE_TIMEOUT=${WARM_TIMEOUT:-120} ANIMATE_ARGS="--timeout ${WARM_TIMEOUT:-120}" sampled $CALL \
+    animate ${CLIP_FRAMES:-300} precompiled-$CALL --backend compile $SETS --set media.preset=ultrafast
+  [ "$CALL" = BD ] && FG="" ANIMATE_TIMEOUT=${WARM_TIMEOUT:-120} ANIMATE_ARGS="--timeout ${WARM_TIMEOUT:-120}" \
+    animate ${CLIP_FRAMES:-300} precompiled-$CALL-2 --backend compile $SETS --set media.preset=ultrafast
+  [ "$CALL" = BC ] && verify
+  [ $SECONDS -lt 490 ] && upstream
   ;;
 M)
   log "onnx export + verify, fp32, reference without TF32"
