@@ -93,8 +93,13 @@ def compile_package(program, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.pt2")
+    # inductor writes the package's metadata (device key, CPU ISA...) into the config's ``aot_inductor.metadata``
+    # dict in place, so the process's own dict would keep it after the build and change the key of every later
+    # compilation's FX graph cache entry (a compile cache built later in that process then missed in every other):
+    # give it a dict of this call's
+    options = {**AOTI_OPTIONS, "aot_inductor.metadata": {}}
     try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=AOTI_OPTIONS)
+        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=options)
     except Exception as exc:  # noqa: BLE001 - inductor raises many types; report one line
         tmp.unlink(missing_ok=True)
         raise AOTIError(f"{path}: AOTInductor compilation failed: {type(exc).__name__}: {_first_line(exc)}") from exc

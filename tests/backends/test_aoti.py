@@ -360,3 +360,27 @@ def test_build_engine_refuses_a_static_libstdcxx_compiler_before_loading_anythin
     monkeypatch.setattr(aoti_wrapper, "_compiler", lambda: str(tmp_path / "no-such-compiler"))
     with pytest.raises(aoti.AOTIError, match="could not be run"):
         aoti_wrapper.check_compiler()
+
+
+def test_a_package_build_leaves_the_process_inductor_config_as_it_found_it(tmp_path):
+    """inductor writes a package's metadata into its config's ``aot_inductor.metadata`` in place; left there, it
+    changed the FX graph cache keys of every later compilation in the process (a compile cache built after an AOTI
+    build then missed in every new process). A toy package (a few seconds; the slow tests load real ones)."""
+    import torch._inductor.config as inductor_config
+
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x).relu()
+
+    torch.manual_seed(0)
+    toy, x = Toy().eval(), torch.randn(2, 8)
+    before = repr(inductor_config.get_config_copy())
+    program = torch.export.export(toy, (x,), strict=False)
+    path = aoti.compile_package(program, tmp_path / "toy.pt2")
+    assert repr(inductor_config.get_config_copy()) == before
+    assert inductor_config.aot_inductor.metadata == {}
+    assert path.is_file() and path.stat().st_size > 0
