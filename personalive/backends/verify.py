@@ -43,21 +43,34 @@ log = logging.getLogger(__name__)
 
 
 class strict_fp32:  # noqa: N801 - used as a context manager, like torch's own lower-case ones
-    """TF32 off for cuDNN convolutions and cuBLAS matmuls inside the block (restored after): an fp32 reference
-    has to be IEEE fp32, and PyTorch lets convolutions use TF32 by default."""
+    """TF32 off for cuDNN and cuBLAS inside the block (restored after): an fp32 reference has to be IEEE fp32, and
+    PyTorch lets convolutions use TF32 by default.
+
+    Through the legacy ``allow_tf32`` flags (PyTorch refuses legacy reads once the per-backend ``fp32_precision``
+    strings were set in ways the flags cannot express), and then any string the flags did not bring back is set
+    back itself: the legacy setters cannot restore matmul's default ``"none"`` (it comes back as ``"ieee"``), and
+    that string is part of inductor's FX graph cache key, so after a verify-engine every later compilation in the
+    process was keyed apart from a fresh process's (a compile cache built there missed everywhere else)."""
 
     def __enter__(self) -> strict_fp32:
         import torch
 
-        self.saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        backends = torch.backends
+        strings = [(backends.cuda.matmul, "fp32_precision")]
+        strings += [(backends.cudnn.conv, "fp32_precision"), (backends.cudnn.rnn, "fp32_precision")]
+        self.strings = [(o, n, getattr(o, n)) for o, n in strings if hasattr(o, n)]  # none before torch 2.9
+        self.saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+        backends.cudnn.allow_tf32 = False
+        backends.cuda.matmul.allow_tf32 = False
         return self
 
     def __exit__(self, *exc) -> None:
         import torch
 
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
+        for owner, name, value in self.strings:
+            if getattr(owner, name) != value:
+                setattr(owner, name, value)
 
 
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2}

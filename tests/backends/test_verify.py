@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from personalive.backends.verify import OutputReport, VerificationResult, reference_cases, strict_fp32, update_report
@@ -41,6 +42,24 @@ def test_the_reference_runs_with_tf32_off_and_the_flags_come_back():
         assert _flags() == (True, True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch without fp32_precision")
+def test_the_strict_block_restores_the_precision_strings_exactly():
+    """The legacy allow_tf32 setters turn the default "none" into "ieee"; inductor keys its FX graph cache on it, so
+    a verify-engine changed every later compilation's key in the process."""
+    flags = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
+    saved = [f.fp32_precision for f in flags]
+    try:
+        for flag, value in zip(flags, ["none", "tf32", "tf32"], strict=True):
+            flag.fp32_precision = value
+        with strict_fp32():
+            assert _flags() == (False, False)
+        assert [f.fp32_precision for f in flags] == ["none", "tf32", "tf32"]
+        assert _flags() == (True, False)  # the legacy flags still read (PyTorch refuses them after some mixes)
+    finally:
+        for flag, value in zip(flags, saved, strict=True):
+            flag.fp32_precision = value
 
 
 def _result(artifact: torch.Tensor, reference: torch.Tensor, own: float | None) -> VerificationResult:
