@@ -56,9 +56,8 @@ class strict_fp32:  # noqa: N801 - used as a context manager, like torch's own l
         import torch
 
         backends = torch.backends
-        strings = [(backends.cuda.matmul, "fp32_precision")]
-        strings += [(backends.cudnn.conv, "fp32_precision"), (backends.cudnn.rnn, "fp32_precision")]
-        self.strings = [(o, n, getattr(o, n)) for o, n in strings if hasattr(o, n)]  # none before torch 2.9
+        owners = [backends.cuda.matmul, getattr(backends.cudnn, "conv", None), getattr(backends.cudnn, "rnn", None)]
+        self.strings = [(o, o.fp32_precision) for o in owners if hasattr(o, "fp32_precision")]  # none before 2.9
         self.saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
         backends.cudnn.allow_tf32 = False
         backends.cuda.matmul.allow_tf32 = False
@@ -68,9 +67,9 @@ class strict_fp32:  # noqa: N801 - used as a context manager, like torch's own l
         import torch
 
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
-        for owner, name, value in self.strings:
-            if getattr(owner, name) != value:
-                setattr(owner, name, value)
+        for owner, value in self.strings:
+            if owner.fp32_precision != value:
+                owner.fp32_precision = value
 
 
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2}
