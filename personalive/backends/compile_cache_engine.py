@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from personalive.backends import artifacts, torch_artifacts
 from personalive.errors import InputError, PersonaLiveError
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,10 @@ class CompileCacheError(PersonaLiveError):
 
 def default_cache_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
     """``engines/<stem>-<sm90|cpu>-torch<version>.ptcache``; used by build-engine and by the backend's lookup."""
-    from personalive.backends.torch_artifacts import artifact_path
-
-    return artifact_path(engine_dir, weights_hash, subset, precision, k, facts, CACHE_SUFFIX)
+    return torch_artifacts.artifact_path(engine_dir, weights_hash, subset, precision, k, facts, CACHE_SUFFIX)
 
 
 def rebuild_command(config: Any, k: int) -> str:
-    from personalive.backends import torch_artifacts
 
     return torch_artifacts.rebuild_command(config, k, KIND)
 
@@ -57,7 +55,6 @@ def build_cache(
     (atomically). Returns the sidecar (not yet written)."""
     import torch
 
-    from personalive.backends import artifacts, torch_artifacts
     from personalive.backends.onnx import window_step_io
     from personalive.environment import torch_dtype
     from personalive.pipeline.window import example_window_inputs
@@ -96,8 +93,6 @@ def build_cache(
 
 def check_cache(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
     """The sidecar against this machine (device, torch, CUDA, GPU) and, when given, the run (weights, config...)."""
-    from personalive.backends import torch_artifacts
-
     torch_artifacts.check(meta, path, device, kind=KIND, what="a compile cache", rebuild=rebuild, **facts_of_run)
 
 
@@ -126,8 +121,6 @@ def load_cache(path: Path) -> None:
 def find_cache(models: Any, config: Any, device, engine: str | Path | None) -> Path | None:
     """The cache for this run: ``engine`` when given (it must exist and match), else the default path when a file
     is there (checked the same way), else None (the backend compiles from scratch, as without caches)."""
-    from personalive.backends import artifacts, torch_artifacts
-
     rebuild = rebuild_command(config, artifacts.engine_keyframes(config))
     return torch_artifacts.find(
         models, config, device, engine, default_path=default_cache_path, check_file=check_cache, rebuild=rebuild

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from personalive.backends import artifacts, torch_artifacts
 from personalive.backends.eager import EagerWindowStep
 from personalive.errors import EngineMismatchError, InputError, MissingDependencyError, PersonaLiveError
 from personalive.pipeline.window import OUTPUT_NAMES, WindowStepModule, build_window_module
@@ -277,14 +278,11 @@ def code_facts() -> dict[str, str]:
 
 def default_step_path(engine_dir: str | Path, weights_hash: str, subset: dict, precision: str, k: int, facts: dict):
     """``engines/<stem>-<sm90|cpu>-torch<version>-py<version>.ptstep``; used by build-engine and the lookup."""
-    from personalive.backends.torch_artifacts import artifact_path
-
     python = f"-py{sys.version_info.major}{sys.version_info.minor}"
-    return artifact_path(engine_dir, weights_hash, subset, precision, k, facts, python + SUFFIX)
+    return torch_artifacts.artifact_path(engine_dir, weights_hash, subset, precision, k, facts, python + SUFFIX)
 
 
 def rebuild_command(config: Any, k: int) -> str:
-    from personalive.backends import torch_artifacts
 
     return torch_artifacts.rebuild_command(config, k, KIND)
 
@@ -292,7 +290,6 @@ def rebuild_command(config: Any, k: int) -> str:
 def build_step(models: Any, config: Any, path: Path, *, precision: str, k: int, device, build_command: str):
     """Compile the window step of ``models`` (in ``precision`` on ``device``) and write it to ``path``; returns
     the sidecar (not yet written)."""
-    from personalive.backends import artifacts, torch_artifacts
     from personalive.backends.onnx import window_step_io
     from personalive.environment import torch_dtype
     from personalive.pipeline.window import example_window_inputs
@@ -324,8 +321,6 @@ def build_step(models: Any, config: Any, path: Path, *, precision: str, k: int, 
 def check_step(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -> None:
     """The sidecar against this machine and code (device, torch, CUDA, GPU, Python, diffusers, sources) and, when
     given, the run (weights, config, precision, keyframes)."""
-    from personalive.backends import torch_artifacts
-
     torch_artifacts.check(meta, path, device, kind=KIND, what="a precompiled step", rebuild=rebuild, **facts_of_run)
     for name, current in code_facts().items():
         built = meta.extra.get(name)
@@ -340,8 +335,6 @@ def check_step(meta, path: Path, device, *, rebuild: str, **facts_of_run: Any) -
 def find_step(models: Any, config: Any, device, engine: str | Path | None) -> Path | None:
     """The precompiled step for this run: ``engine`` when given (it must match), else the default path when a
     file is there (checked the same way), else None."""
-    from personalive.backends import artifacts, torch_artifacts
-
     rebuild = rebuild_command(config, artifacts.engine_keyframes(config))
     return torch_artifacts.find(
         models, config, device, engine, default_path=default_step_path, check_file=check_step, rebuild=rebuild
@@ -358,7 +351,6 @@ class PrecompiledWindowStep(EagerWindowStep):
     name = "compile"
 
     def __init__(self, module: WindowStepModule, path: Path, *, rebuild: str, cuda_graphs: bool = False) -> None:
-        from personalive.backends import artifacts
 
         super().__init__(module, cuda_graphs=cuda_graphs)
         self.path, self.rebuild = Path(path), rebuild
@@ -368,7 +360,6 @@ class PrecompiledWindowStep(EagerWindowStep):
     @classmethod
     def from_path(cls, path: Path, models: Any, config: Any, device) -> PrecompiledWindowStep:
         """The step of ``models`` from the (checked) file at ``path``."""
-        from personalive.backends import artifacts
         from personalive.backends.graphs import use_graphs
 
         rebuild = rebuild_command(config, artifacts.engine_keyframes(config))
