@@ -9,7 +9,9 @@
 * per-job ``set:`` overrides may change ``media.*`` and ``generation.*`` keys, except the ones that fix the
   shapes of the denoising step (height, width, window, adaptive_steps, inference_steps); other keys
   (``model.*``, ``runtime.*``, ``scheduler.*``) would need other models or another engine and are rejected with
-  a message telling to run those jobs in a separate batch.
+  a message telling to run those jobs in a separate batch. Every job's ``set:`` is checked before any model
+  loads: a manifest with a bad one is refused whole (exit 2), as a bad ``--set`` is, instead of hours of other
+  jobs ending in one failure that a glance at the manifest would have caught.
 """
 
 from __future__ import annotations
@@ -58,6 +60,24 @@ def check_job_overrides(overrides: dict[str, Any], where: str) -> None:
             )
 
 
+def job_config(job: Job, config: RunConfig) -> RunConfig:
+    """``config`` with ``job``'s ``set:`` applied and validated; ConfigError naming the job when it is refused."""
+    if not job.overrides:
+        return config
+    where = f"job {job.index} ({job.out.name})"
+    check_job_overrides(job.overrides, where)
+    return with_overrides(config, job.overrides, where)
+
+
+def check_manifest_overrides(manifest: Path, every: list[Job], config: RunConfig) -> None:
+    """Every job's ``set:`` (all shards': each shard refuses the same manifest) before any model loads."""
+    for job in every:
+        try:
+            job_config(job, config)
+        except ConfigError as exc:
+            raise ConfigError(f"{manifest}: {exc}") from None
+
+
 def run(
     config: RunConfig,
     manifest: Path,
@@ -84,6 +104,7 @@ def run(
         config.runtime.device = slots[0].device  # the workers' device kind decides model.dtype auto
     device, dtype = jobs.resolve_environment(config)
     every = read_manifest(Path(manifest))
+    check_manifest_overrides(manifest, every, config)
     mine = [job for job in every if job.index % shard_n == shard_i]
     log.info("%s: %d jobs, shard %d/%d runs %d", manifest, len(every), shard_i, shard_n, len(mine))
     entries: list[dict[str, Any]] = []
@@ -137,12 +158,7 @@ def run_one(job: Job, config: RunConfig, models, device, overwrite: bool, progre
         return done
     t0 = time.perf_counter()
     try:
-        job_config = config
-        if job.overrides:
-            where = f"job {job.index} ({job.out.name})"
-            check_job_overrides(job.overrides, where)
-            job_config = with_overrides(config, job.overrides, where)
-        done = jobs.run_job(job, job_config, models, device, overwrite=overwrite, progress=progress)
+        done = jobs.run_job(job, job_config(job, config), models, device, overwrite=overwrite, progress=progress)
         log.info("job %d: wrote %s (%d frames, %.1f s)", job.index, job.out, done["frames"], done["seconds"])
         return {**entry, **done}
     except WeightsError:
