@@ -35,7 +35,8 @@ EngineOpt = Annotated[
     Path | None,
     typer.Option(
         "--engine",
-        help="Engine for --backend tensorrt or aoti, or a compile cache for --backend compile (default: in engines/).",
+        help="Engine for --backend tensorrt or aoti, or a compile cache (.ptcache) or precompiled step (.ptstep) for "
+        "--backend compile (default: found in engines/).",
     ),
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed of all noise; the same seed gives the same frames.")]
