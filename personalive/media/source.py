@@ -94,9 +94,19 @@ class VideoSource:
     ``max_frames`` stops after that many output frames. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike, max_frames: int | None = None, what: str = "driving video"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        max_frames: int | None = None,
+        what: str = "driving video",
+        still_ok: bool = False,
+    ):
+        """``still_ok``: accept a still image (one frame, no rate of its own; a reference given as a video is read
+        here too). A driving input that is one is refused: it is a swapped --ref/--drive far more often than a
+        wish for a one-frame video at a made-up 25 fps."""
         self.path = check_input_file(Path(path), what)
         self.what = what
+        self.still_ok = still_ok
         self.max_frames = max_frames
         self.frames_read = 0  # output frames handed out so far
         self.stopped_early = False  # True when decoding stopped at damage before the end
@@ -113,6 +123,12 @@ class VideoSource:
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
             raise InputError(f"{shown(self.path)}: {self.what} has no video stream (found: {kinds})")
+        fmt = container.format.name
+        if not self.still_ok and (fmt.endswith("_pipe") or fmt.startswith("image2")):
+            raise InputError(
+                f"{shown(self.path)}: {self.what} is a still image ({fmt.removesuffix('_pipe')}), not a video; "
+                "pass a video (or a .motion template) -- were --ref and --drive swapped?"
+            )
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         self._stream = stream
@@ -276,5 +292,5 @@ class VideoSource:
 
 def first_frame(path: str | os.PathLike, what: str = "reference") -> np.ndarray:
     """The first frame of a video, upright, as (H, W, 3) uint8 (a video given as the reference)."""
-    with VideoSource(path, max_frames=1, what=what) as source:
+    with VideoSource(path, max_frames=1, what=what, still_ok=True) as source:
         return next(iter(source))

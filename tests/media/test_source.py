@@ -117,6 +117,30 @@ def test_audio_only(tmp_path):
         VideoSource(path)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".bmp"])
+def test_a_still_image_is_refused_as_driving_video_but_read_as_reference(tmp_path, suffix):
+    from PIL import Image
+
+    from personalive.media.source import first_frame
+
+    path = tmp_path / f"face{suffix}"
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    with pytest.raises(InputError, match=rf"face{suffix}: driving video is a still image .*not a video.*swapped"):
+        VideoSource(path)
+    assert first_frame(path).shape == (48, 64, 3)
+
+
+def test_an_animated_gif_is_a_driving_video(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "moves.gif"
+    frames = [Image.fromarray(np.full((32, 32, 3), v, np.uint8)) for v in (0, 120, 240)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with VideoSource(path) as source:
+        assert len(list(source)) == 3
+
+
 def _mdat(data: bytes) -> int:
     at = data.index(b"mdat") + 4
     return at
