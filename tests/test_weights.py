@@ -192,3 +192,19 @@ def test_oracle_layout_loads_strictly_and_matches(oracle_dir):
     assert rel(models.image_encoder(record["pixel_values"]).image_embeds, record["image_embeds"]) < 1e-4
     record = bundle["vae"]
     assert rel(models.vae.encode(record["encode_in"]).latent_dist.mean, record["encode_latent_mean"]) < 1e-4
+
+
+def test_check_names_each_problem_once_and_says_the_fix_once(broken, tmp_path):
+    (broken / "sd-vae-ft-mse" / "config.json").unlink()  # also makes the sizes unreadable: not a second problem
+    result = runner.invoke(app, ["weights", "check", str(broken)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output  # one problem: the command's own line alone
+    assert errors[0].count("sd-vae-ft-mse/config.json: missing") == 1
+    assert errors[0].count("weights download") == 1 and "for the full list" not in errors[0]
+    result = runner.invoke(app, ["weights", "check", str(tmp_path / "nope")], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
+        f"error: {tmp_path / 'nope'}: 1 weights problem(s): {tmp_path / 'nope'}: weights directory not found; "
+        "run `personalive weights download` again"
+    ]

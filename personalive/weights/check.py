@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from personalive.errors import WeightsError
-from personalive.weights.configs import read_sizes
+from personalive.weights.configs import FIX, read_sizes
 from personalive.weights.integrity import nonfinite_tensors, verify_archive
 from personalive.weights.layout import NETWORKS, WeightsLayout
 from personalive.weights.load import (
@@ -36,7 +36,9 @@ def check_layout(directory: str | os.PathLike) -> list[str]:
     try:
         sizes = read_sizes(layout)
     except WeightsError as exc:
-        return problems + [str(exc)]
+        # the summary line says what to do once; a config file already listed as missing is not listed twice
+        problem = str(exc).removesuffix(f"; {FIX}")
+        return problems + ([] if problem in problems else [problem])
     for name in NETWORKS:
         files = layout.network_files(name)
         if not all(p.is_file() for p in files):
@@ -47,7 +49,7 @@ def check_layout(directory: str | os.PathLike) -> list[str]:
                 module = build_network(name, sizes, config_file(name, layout, sizes))
             state, origin = _read_network_state(name, layout)
         except WeightsError as exc:
-            problems.append(str(exc))
+            problems.append(str(exc).removesuffix(f"; {FIX}"))
             continue
         problems += compare_state(_expected_shapes(module), state, origin, files)
         problems += [
@@ -64,8 +66,9 @@ def check_command(directory: str | os.PathLike | None = None) -> None:
     root = Path(directory if directory is not None else default_weights_dir())
     problems = check_layout(root)
     if problems:
-        for problem in problems:
-            logger.error("%s", problem)
+        if len(problems) > 1:  # one line each, then the command's own line naming them all (read by scripts)
+            for problem in problems:
+                logger.error("%s", problem)
         raise WeightsError(summarize_problems(root, problems, shown=len(problems)))
     sizes = read_sizes(WeightsLayout(root))
     logger.info("%s: all %d networks match their architecture (sizes: %s)", root, len(NETWORKS), sizes.source)

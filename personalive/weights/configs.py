@@ -40,7 +40,8 @@ REQUIRED_CONFIG_KEYS = {
         "projection_dim",
     ),
 }
-FIX = "run `personalive weights download` again, or `personalive weights check DIR` for the full list"
+DOWNLOAD_AGAIN = "run `personalive weights download` again"
+FIX = f"{DOWNLOAD_AGAIN}, or `personalive weights check DIR` for the full list"
 
 
 def _read_json(path: Path) -> dict:

@@ -29,7 +29,7 @@ from personalive.device_warmup import DeviceWarmup
 from personalive.errors import WeightsError
 from personalive.model_sizes import ModelSizes
 from personalive.weights import projections
-from personalive.weights.configs import FIX, read_sizes
+from personalive.weights.configs import DOWNLOAD_AGAIN, FIX, read_sizes
 from personalive.weights.integrity import check_archive_structure, check_finite, content_hash
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
 from personalive.weights.materialize import MappedPages, assign_state, build_empty
@@ -226,7 +226,8 @@ def _expected_shapes(module: nn.Module) -> dict[str, torch.Size]:
 def summarize_problems(root: Path | str, problems: list[str], shown: int = 5) -> str:
     head = "; ".join(problems[:shown])
     more = f" (+{len(problems) - shown} more)" if len(problems) > shown else ""
-    return f"{root}: {len(problems)} weights problem(s): {head}{more}; {FIX}"
+    fix = FIX if more else DOWNLOAD_AGAIN  # every problem is named: no fuller list to point to
+    return f"{root}: {len(problems)} weights problem(s): {head}{more}; {fix}"
 
 
 # --------------------------------------------------------------------------------------------------- loading
