@@ -24,7 +24,7 @@ from typing import Any
 from personalive import job_report, jobs
 from personalive.config import RunConfig, with_overrides
 from personalive.errors import ConfigError, JobsFailedError, PersonaLiveError, WeightsError
-from personalive.manifest import Job, read_manifest
+from personalive.manifest import Job, read_manifest, written
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,17 @@ def job_config(job: Job, config: RunConfig) -> RunConfig:
     return with_overrides(config, job.overrides, where)
 
 
+def job_files(every: list[Job]) -> dict[str, Path]:
+    """Every file the jobs read or write, by role (``reference of job 3``), for the report's path check."""
+    files: dict[str, Path] = {}
+    for job in every:
+        files[f"reference of job {job.index}"] = job.ref
+        files[f"driving video of job {job.index}"] = job.drive
+        for role, path in written(job):
+            files[f"{role} of job {job.index}"] = path
+    return files
+
+
 def check_manifest_overrides(manifest: Path, every: list[Job], config: RunConfig) -> None:
     """Every job's ``set:`` (all shards': each shard refuses the same manifest) before any model loads."""
     for job in every:
@@ -93,7 +104,7 @@ def run(
 
     shard_i, shard_n = parse_shard(shard)
     if report is not None:
-        check_report_path(report)  # before any work: a report that cannot be written must not be lost at the end
+        check_report_path(report, {"manifest": manifest})  # before any work, and against the jobs' files below
     slots = None
     if devices is not None:
         from personalive.workers import parse_devices
@@ -105,6 +116,8 @@ def run(
     device, dtype = jobs.resolve_environment(config)
     every = read_manifest(Path(manifest))
     check_manifest_overrides(manifest, every, config)
+    if report is not None:  # the report must not destroy a job's input, nor be replaced by a job's output
+        check_report_path(report, job_files(every))
     mine = [job for job in every if job.index % shard_n == shard_i]
     log.info("%s: %d jobs, shard %d/%d runs %d", manifest, len(every), shard_i, shard_n, len(mine))
     entries: list[dict[str, Any]] = []

@@ -170,6 +170,8 @@ def run_job(
     job: Job, config: RunConfig, models: ModelCache, device, *, overwrite: bool, progress: Progress
 ) -> dict[str, Any]:
     """Check inputs, animate, write ``job.out`` (and ``job.compare``) atomically; return the job's report entry."""
+    from personalive.errors import OutputError
+    from personalive.media.outputs import file_identity, shown
     from personalive.media.sink import check_output_path
     from personalive.media.source import check_input_file
     from personalive.realworld import load_reference_input
@@ -179,6 +181,8 @@ def run_job(
     inputs = {"driving video": job.drive, "reference image": job.ref}
     check_output_path(job.out, overwrite, inputs)
     if job.compare is not None:
+        if file_identity(job.compare) == file_identity(job.out):  # one file published twice: the second fails
+            raise OutputError(f"{shown(job.compare)}: --compare is the output; give the comparison its own path")
         check_output_path(job.compare, overwrite, inputs)
     check_input_file(job.ref, "reference image")
     ref_input = load_reference_input(job.ref, config, device)  # a bad reference fails here, not after loading
@@ -355,12 +359,13 @@ def animate(
     """`personalive animate`: one job. Returns the report (also written to ``report`` if given)."""
     from personalive.media.outputs import check_report_path
 
-    if report is not None:
-        check_report_path(report)  # before any work: a report that cannot be written must not be lost at the end
-    device, dtype = resolve_environment(config)
     ref, drive = Path(ref), Path(drive)
     job = Job(ref=ref, drive=drive, out=Path(out) if out is not None else Path.cwd() / default_output_name(ref, drive))
     job.compare = Path(compare) if compare is not None else None
+    if report is not None:  # before any work: a report that cannot be written must not be lost at the end
+        files = {"reference image": ref, "driving video": drive, "output": job.out, "comparison video": job.compare}
+        check_report_path(report, files)
+    device, dtype = resolve_environment(config)
     with terminate_as_interrupt():
         models = ModelCache(config, device, dtype)
         entry = run_job(job, config, models, device, overwrite=overwrite, progress=progress or LogProgress())

@@ -7,21 +7,21 @@ A CSV may start with a header row naming its columns (``ref,drive,out``, any ord
 cells is a column name, and then ``ref`` and ``drive`` must be among them); without one the columns are ref, drive,
 out in that order.
 
-Before any job runs, the manifest is refused (:class:`InputError`, exit 2) when two jobs write the same output
-(also through ``..``, symbolic or hard links, or the default output name) or a job's output is an input of a job.
+Before any job runs, the manifest is refused (:class:`InputError`, exit 2) when two files the jobs write (outputs
+and comparison videos) are one path (also through ``..``, symbolic or hard links, or the default output name), or
+a written file is an input of a job or the manifest.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from personalive.config_text import flatten_keys, parse_override
 from personalive.errors import InputError
-from personalive.media.outputs import shown
+from personalive.media.outputs import file_identity, shown
 
 COLUMNS = ("ref", "drive", "out", "compare")
 REQUIRED = ("ref", "drive")
@@ -60,40 +60,40 @@ def read_manifest(path: Path) -> list[Job]:
     return jobs
 
 
-def _identity(path: Path) -> tuple:
-    """One key per file: (device, inode) for an existing file (symbolic and hard links included), else the
-    absolute path with ``..`` and linked directories resolved."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ("path", str(path.resolve()))
-    return ("inode", st.st_dev, st.st_ino)
+def written(job: Job) -> list[tuple[str, Path]]:
+    """The files a job writes, with their roles: its output and its comparison video (if any)."""
+    return [("output", job.out)] + ([("comparison video", job.compare)] if job.compare is not None else [])
 
 
 def check_outputs(manifest: Path, jobs: list[Job]) -> None:
-    """Refuse two jobs writing one output (the second would be skipped or replace the first) and an output that
-    is an input of a job (it would be destroyed)."""
-    inputs: dict[tuple, tuple[int, str]] = {}
+    """Refuse two files of the jobs written to one path (the second would be skipped or replace the first), and
+    a written file that is an input of a job (it would be destroyed) or the manifest itself."""
+    inputs: dict[tuple, tuple[int | None, str]] = {file_identity(manifest): (None, "manifest")}
     for job in jobs:
         for role, path in (("reference", job.ref), ("driving video", job.drive)):
-            key = _identity(path)
+            key = file_identity(path)
             if key[0] == "inode":
                 inputs.setdefault(key, (job.index, role))
-    outputs: dict[tuple, int] = {}
+    outputs: dict[tuple, tuple[int, str]] = {}
     for job in jobs:
-        key = _identity(job.out)
-        if key in outputs:
-            raise InputError(
-                f"{shown(manifest)}: jobs {outputs[key]} and {job.index} both write {shown(job.out)} "
-                "(give each job its own out)"
-            )
-        outputs[key] = job.index
-        if key in inputs:
-            index, role = inputs[key]
-            raise InputError(
-                f"{shown(manifest)}: job {job.index} writes {shown(job.out)}, which is the {role} of job {index} "
-                "(give the job another out)"
-            )
+        for kind, path in written(job):
+            key = file_identity(path)
+            if key in outputs:
+                index, other = outputs[key]
+                if other == kind == "output":
+                    clash = f"jobs {index} and {job.index} both write {shown(path)} (give each job its own out)"
+                else:
+                    clash = f"job {index}'s {other} and job {job.index}'s {kind} are both {shown(path)}"
+                    clash += " (give each its own path)"
+                raise InputError(f"{shown(manifest)}: {clash}")
+            outputs[key] = (job.index, kind)
+            if key in inputs:
+                index, role = inputs[key]
+                what = "the manifest" if index is None else f"the {role} of job {index}"
+                raise InputError(
+                    f"{shown(manifest)}: job {job.index} writes {shown(path)}, which is {what} "
+                    f"(give the job another {'out' if kind == 'output' else 'compare'})"
+                )
 
 
 def _read_yaml(path: Path, text: str) -> list[dict]:

@@ -60,6 +60,50 @@ def test_output_naming_an_input_is_refused_with_overwrite(fake, tmp_path, ref, h
     assert {p: p.read_bytes() for p in (drive, ref)} == before
 
 
+@pytest.mark.parametrize(
+    ("report", "role"),
+    [("d.mp4", "driving video"), ("face.png", "reference image"), ("o.mp4", "output"), ("c.mp4", "comparison video")],
+)
+def test_report_naming_an_input_or_output_is_refused(fake, tmp_path, ref, report, role):
+    drive = make_video(tmp_path / "d.mp4", frames=3)
+    before = {p: p.read_bytes() for p in (drive, ref)}
+    result = run(
+        "animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "o.mp4", "--compare", tmp_path / "c.mp4",
+        "--report", tmp_path / report, *SIZE,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert f"{tmp_path / report}: --report is the {role}; choose another --report" in only_line(result)
+    assert {p: p.read_bytes() for p in (drive, ref)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mp4", "face.png"]
+
+
+def test_compare_naming_the_output_is_refused(fake, tmp_path, ref):
+    drive = make_video(tmp_path / "d.mp4", frames=3)
+    result = run(
+        "animate", "--ref", ref, "--drive", drive, "-o", tmp_path / "o.mp4", "--compare", tmp_path / "o.mp4", *SIZE
+    )
+    assert result.exit_code == 2
+    assert "o.mp4: --compare is the output" in only_line(result)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_batch_report_naming_the_manifest_or_a_jobs_file_is_refused(fake, tmp_path, ref):
+    make_video(tmp_path / "d.mp4", frames=3)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("ref,drive,out,compare\nface.png,d.mp4,o.mp4,c.mp4\n")
+    for report, role in [
+        ("m.csv", "manifest"),
+        ("d.mp4", "driving video of job 0"),
+        ("c.mp4", "comparison video of job 0"),
+    ]:
+        before = manifest.read_bytes(), (tmp_path / "d.mp4").read_bytes()
+        result = run("batch", manifest, "--report", tmp_path / report, *SIZE)
+        assert result.exit_code == 2
+        assert f"--report is the {role}; choose another --report" in only_line(result)
+        assert (manifest.read_bytes(), (tmp_path / "d.mp4").read_bytes()) == before
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_output_directory_and_unknown_extension(fake, tmp_path, ref):
     drive = make_video(tmp_path / "d.mp4", frames=2)
     (tmp_path / "outdir").mkdir()
@@ -109,6 +153,17 @@ def data(tmp_path) -> Path:
             "job 1 writes {data}/d1.mp4, which is the driving video of job 0",
         ),
         ("a.png,d1.mp4,a.png\n", "job 0 writes {data}/a.png, which is the reference of job 0"),
+        # comparison videos are written files too
+        ("ref,drive,out,compare\na.png,d1.mp4,o.mp4,o.mp4\n", "job 0's output and job 0's comparison video are both"),
+        (
+            "ref,drive,out,compare\na.png,d1.mp4,o.mp4,\na.png,d2.mp4,p.mp4,o.mp4\n",
+            "job 0's output and job 1's comparison",
+        ),
+        (
+            "ref,drive,out,compare\na.png,d1.mp4,o.mp4,d1.mp4\n",
+            "job 0 writes {data}/d1.mp4, which is the driving video",
+        ),
+        ("a.png,d1.mp4,m.csv\n", "job 0 writes {data}/m.csv, which is the manifest"),
     ],
 )
 def test_manifest_outputs_collide(fake, monkeypatch, data, rows, message):

@@ -47,6 +47,16 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def file_identity(path: str | os.PathLike) -> tuple:
+    """One key per file: (device, inode) for an existing file (symbolic and hard links included), else the
+    absolute path with ``..`` and linked directories resolved (a file yet to be written)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", str(Path(path).resolve()))
+    return ("inode", st.st_dev, st.st_ino)
+
+
 def container_format(path: str | os.PathLike) -> str:
     """The FFmpeg muxer for an output name (by its extension, any case); other extensions are refused."""
     path = Path(path)
@@ -80,10 +90,15 @@ def check_output_path(
     return path
 
 
-def check_report_path(path: str | os.PathLike) -> Path:
+def check_report_path(path: str | os.PathLike, files: Mapping[str, str | os.PathLike | None] | None = None) -> Path:
     """A JSON report's path, checked before any work: not a directory, in an existing writable directory (an
-    existing report is replaced: it describes the latest run)."""
+    existing report is replaced: it describes the latest run), and none of ``files`` (role -> path: the run's
+    inputs, which the report would destroy, and its outputs, which would overwrite the report)."""
     path = Path(path)
+    key = file_identity(path)
+    for role, other in (files or {}).items():
+        if other is not None and file_identity(other) == key:
+            raise OutputError(f"{shown(path)}: --report is the {role}; choose another --report")
     if path.is_dir():
         raise OutputError(f"{shown(path)}: --report is a directory; give a file name such as report.json")
     parent = path.parent if str(path.parent) else Path(".")
