@@ -38,11 +38,14 @@ def weights_init_random(
         str, typer.Option("--size", help="tiny (CPU tests, demo) or full (real sizes, benchmarks).")
     ] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace weights files already in the folder.")
+    ] = False,
 ) -> None:
     """Write random weights in the official layout (same files, keys, formats; tiny or full size)."""
     from personalive import random_weights
 
-    random_weights.init_random_command(directory, size=size, seed=seed)
+    random_weights.init_random_command(directory, size=size, seed=seed, overwrite=overwrite)
 
 
 def info() -> None:

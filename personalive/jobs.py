@@ -170,20 +170,14 @@ def run_job(
     job: Job, config: RunConfig, models: ModelCache, device, *, overwrite: bool, progress: Progress
 ) -> dict[str, Any]:
     """Check inputs, animate, write ``job.out`` (and ``job.compare``) atomically; return the job's report entry."""
-    from personalive.errors import OutputError
-    from personalive.media.outputs import file_identity, shown
-    from personalive.media.sink import check_output_path
+    from personalive.media.outputs import check_job_outputs
     from personalive.media.source import check_input_file
     from personalive.realworld import load_reference_input
 
     t_start = time.perf_counter()
     # 1. inputs and outputs, before any model loads (the face passes run here too: they need no model)
     inputs = {"driving video": job.drive, "reference image": job.ref}
-    check_output_path(job.out, overwrite, inputs)
-    if job.compare is not None:
-        if file_identity(job.compare) == file_identity(job.out):  # one file published twice: the second fails
-            raise OutputError(f"{shown(job.compare)}: --compare is the output; give the comparison its own path")
-        check_output_path(job.compare, overwrite, inputs)
+    check_job_outputs(job.out, job.compare, overwrite, inputs)
     check_input_file(job.ref, "reference image")
     ref_input = load_reference_input(job.ref, config, device)  # a bad reference fails here, not after loading
     with _open_driving(job, config) as driving:

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from personalive.errors import ConfigError
+from personalive.errors import ConfigError, OutputError
+from personalive.media.outputs import shown
 from personalive.model_sizes import MODEL_INDEX, SIZE_NAMES, ModelSizes, preset
 from personalive.weights.layout import NETWORKS, TEMPORAL_KEY, WeightsLayout
 from personalive.weights.load import build_network, weights_hash
@@ -195,11 +196,25 @@ def init_random_weights(
     return write_random_layout(Path(directory), size=size, seed=seed, save_dtype=save_dtype)
 
 
-def init_random_command(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> None:
-    """``personalive weights init-random``: tiny in fp32, full in fp16 like the release."""
+def init_random_command(
+    directory: str | os.PathLike, size: str = "tiny", seed: int = 0, overwrite: bool = False
+) -> None:
+    """``personalive weights init-random``: tiny in fp32, full in fp16 like the release. A folder that already
+    holds weights files is refused without ``overwrite``: a slip of the path would replace a 10 GB download with
+    noise."""
     if size not in SIZE_NAMES:
         raise ConfigError(f"--size {size!r}: expected one of {', '.join(SIZE_NAMES)}")
-    root = init_random_weights(directory, size=size, seed=seed)
+    root = Path(directory)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"{shown(root)}: is a file, not a folder for the weights")
+    existing = [p for p in WeightsLayout(root).required_files() if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(
+            f"{shown(root)}: already holds weights ({len(existing)} files of the layout, e.g. "
+            f"{shown(existing[0].relative_to(root))}) that random ones would replace; pass --overwrite, or choose "
+            "another folder"
+        )
+    root = init_random_weights(root, size=size, seed=seed)
     logger.info("wrote %s random weights (seed %d) to %s; hash %s", size, seed, root, weights_hash(root))
     logger.warning("random weights produce meaningless pictures; use `personalive weights download` for real ones")
 

@@ -208,3 +208,17 @@ def test_check_names_each_problem_once_and_says_the_fix_once(broken, tmp_path):
         f"error: {tmp_path / 'nope'}: 1 weights problem(s): {tmp_path / 'nope'}: weights directory not found; "
         "run `personalive weights download` again"
     ]
+
+
+def test_init_random_refuses_a_folder_holding_weights_without_overwrite(broken, tmp_path):
+    before = _file_digests(broken)
+    result = runner.invoke(app, ["weights", "init-random", str(broken), "--seed", "3"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert f"{broken}: already holds weights" in result.output and "--overwrite" in result.output
+    assert _file_digests(broken) == before  # nothing replaced
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, ["weights", "init-random", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    result = runner.invoke(app, ["weights", "init-random", str(broken), "--seed", "3", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert _file_digests(broken) != before

@@ -90,6 +90,18 @@ def check_output_path(
     return path
 
 
+def check_job_outputs(
+    out: Path, compare: Path | None, overwrite: bool, inputs: Mapping[str, str | os.PathLike]
+) -> None:
+    """A job's output and comparison video (:func:`check_output_path` each), which must be two files: one path
+    given twice would be published twice, and the second publish fails after the first left a file."""
+    check_output_path(out, overwrite, inputs)
+    if compare is not None:
+        if file_identity(compare) == file_identity(out):
+            raise OutputError(f"{shown(compare)}: --compare is the output; give the comparison its own path")
+        check_output_path(compare, overwrite, inputs)
+
+
 def check_report_path(path: str | os.PathLike, files: Mapping[str, str | os.PathLike | None] | None = None) -> Path:
     """A JSON report's path, checked before any work: not a directory, in an existing writable directory (an
     existing report is replaced: it describes the latest run), and none of ``files`` (role -> path: the run's
