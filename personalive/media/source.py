@@ -101,9 +101,9 @@ class VideoSource:
         what: str = "driving video",
         still_ok: bool = False,
     ):
-        """``still_ok``: accept a still image (one frame, no rate of its own; a reference given as a video is read
-        here too). A driving input that is one is refused: it is a swapped --ref/--drive far more often than a
-        wish for a one-frame video at a made-up 25 fps."""
+        """``still_ok``: accept a still image (for :func:`first_frame`, which reads a reference given either way).
+        A driving video that is one is refused: it is a swapped --ref/--drive far more often than a wish for a
+        one-frame video at a made-up 25 fps."""
         self.path = check_input_file(Path(path), what)
         self.what = what
         self.still_ok = still_ok
