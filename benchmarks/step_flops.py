@@ -47,14 +47,10 @@ NETWORKS = ("pose_guider", "motion_encoder", "denoising_unet", "vae")
 
 def build_meta_models(size: str, decoder: str):
     """The step's networks at ``size`` on the meta device, in a stand-in for ``ModelSet`` (no weights read)."""
-    from personalive.model_sizes import ModelSizes, preset
+    from personalive.random_weights import sizes_for
     from personalive.weights.load import build_network
 
-    p = preset(size)
-    sizes = ModelSizes(unet=p["unet"], clip=p["clip"], vae=p["vae"])
-    for key, value in p["extra"].items():
-        if hasattr(sizes, key):
-            setattr(sizes, key, value)
+    sizes = sizes_for(size)
     models = SimpleNamespace(sizes=sizes, device=torch.device("meta"), dtype=torch.float16, taesd=None)
     with torch.device("meta"):
         for name in NETWORKS:

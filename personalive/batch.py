@@ -81,8 +81,14 @@ def job_files(every: list[Job]) -> dict[str, Path]:
 
 
 def check_manifest_overrides(manifest: Path, every: list[Job], config: RunConfig) -> None:
-    """Every job's ``set:`` (all shards': each shard refuses the same manifest) before any model loads."""
+    """Every job's ``set:`` (all shards': each shard refuses the same manifest) before any model loads; each
+    distinct ``set:`` once (a manifest repeats a few over many jobs), named by its first job."""
+    seen: set[str] = set()
     for job in every:
+        key = repr(sorted(job.overrides.items()))
+        if key in seen:
+            continue
+        seen.add(key)
         try:
             job_config(job, config)
         except ConfigError as exc:
@@ -103,8 +109,6 @@ def run(
     from personalive.media.outputs import check_report_path
 
     shard_i, shard_n = parse_shard(shard)
-    if report is not None:
-        check_report_path(report, {"manifest": manifest})  # before any work, and against the jobs' files below
     slots = None
     if devices is not None:
         from personalive.workers import parse_devices
@@ -116,8 +120,10 @@ def run(
     device, dtype = jobs.resolve_environment(config)
     every = read_manifest(Path(manifest))
     check_manifest_overrides(manifest, every, config)
-    if report is not None:  # the report must not destroy a job's input, nor be replaced by a job's output
-        check_report_path(report, job_files(every))
+    # before any work: a report that cannot be written must not be lost at the end, and it must not destroy the
+    # manifest or a job's input, nor be replaced by a job's output
+    if report is not None:
+        check_report_path(report, {"manifest": manifest, **job_files(every)})
     mine = [job for job in every if job.index % shard_n == shard_i]
     log.info("%s: %d jobs, shard %d/%d runs %d", manifest, len(every), shard_i, shard_n, len(mine))
     entries: list[dict[str, Any]] = []

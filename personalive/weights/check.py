@@ -36,8 +36,7 @@ def check_layout(directory: str | os.PathLike) -> list[str]:
     try:
         sizes = read_sizes(layout)
     except WeightsError as exc:
-        # the summary line says what to do once; a config file already listed as missing is not listed twice
-        problem = str(exc).removesuffix(f"; {FIX}")
+        problem = _problem(exc)  # a config file already listed as missing is not listed twice
         return problems + ([] if problem in problems else [problem])
     for name in NETWORKS:
         files = layout.network_files(name)
@@ -49,7 +48,7 @@ def check_layout(directory: str | os.PathLike) -> list[str]:
                 module = build_network(name, sizes, config_file(name, layout, sizes))
             state, origin = _read_network_state(name, layout)
         except WeightsError as exc:
-            problems.append(str(exc).removesuffix(f"; {FIX}"))
+            problems.append(_problem(exc))
             continue
         problems += compare_state(_expected_shapes(module), state, origin, files)
         problems += [
@@ -57,6 +56,11 @@ def check_layout(directory: str | os.PathLike) -> list[str]:
             for key, count, total in nonfinite_tensors(state)
         ]
     return problems
+
+
+def _problem(exc: WeightsError) -> str:
+    """A loader's error as one problem of the list: without its advice, which the summary line gives once."""
+    return str(exc).removesuffix(f"; {FIX}")
 
 
 def check_command(directory: str | os.PathLike | None = None) -> None:
